@@ -1,0 +1,142 @@
+"""Shared fixtures: the sample-model registry, real MNIST and text samples, exports built once per session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ROOT / "sample_models" / "trained"
+ARCHITECTURES = ROOT / "sample_models" / "architectures.py"
+GRU_UNITS = 256
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reference model of sample_models/ and how the tests feed it."""
+
+    name: str
+    kind: str  # "mlp", "cnn" or "gru": which real data it takes
+    formats: tuple[str, ...]  # file formats it is saved in ("object" is the Keras model in memory)
+    input_specs: tuple[str, ...] = ()
+    rename: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = field(default=("digit",))
+    subclassed: bool = False
+
+
+SAMPLES = {
+    s.name: s
+    for s in [
+        Sample("mlp_parity", "mlp", ("object", "keras", "h5", "savedmodel"), outputs=("parity",)),
+        Sample("mlp_digits", "mlp", ("object", "keras", "h5", "savedmodel")),
+        Sample("cnn", "cnn", ("object", "keras", "h5", "savedmodel")),
+        Sample("subclassed_mlp", "mlp", ("object", "keras", "savedmodel"), subclassed=True,
+               rename=("output_0=digit",)),
+        Sample("subclassed_cnn", "cnn", ("object", "keras", "savedmodel"), subclassed=True,
+               rename=("output_0=digit",)),
+        Sample("char_gru", "gru", ("object", "keras", "savedmodel"), subclassed=True,
+               input_specs=("x:int32[N,T]", f"hidden:float32[N,{GRU_UNITS}]"),
+               rename=("output_0=logits", "output_1=state"), outputs=("logits", "state")),
+    ]
+}
+
+
+def sample_cases():
+    """(sample name, format) pairs: every sample model from each file format it is saved in."""
+    return [pytest.param(name, fmt, id=f"{name}-{fmt}") for name, s in SAMPLES.items() for fmt in s.formats]
+
+
+@pytest.fixture(scope="session")
+def architectures():
+    """Imports sample_models.architectures, which registers the subclassed models with Keras."""
+    from sample_models import architectures
+
+    return architectures
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """The shipped MNIST test set: uint8 images (10000, 28, 28) and labels."""
+    from sample_models import datasets
+
+    return datasets.load_mnist("test", shipped_only=True)
+
+
+@pytest.fixture(scope="session")
+def text_ids():
+    """Token ids of the shipped Tiny Shakespeare slice."""
+    from sample_models import datasets
+
+    return datasets.encode(datasets.load_text(shipped_only=True))
+
+
+def real_inputs(sample: Sample, mnist_test, text_ids, count: int) -> dict[str, np.ndarray]:
+    """Real inputs for a sample model, keyed by its Keras input names."""
+    from sample_models import datasets
+
+    images = mnist_test[0][:count]
+    if sample.kind == "mlp":
+        key = "inputs" if sample.subclassed else "pixels"
+        return {key: datasets.as_mlp_input(images)}
+    if sample.kind == "cnn":
+        key = "inputs" if sample.subclassed else "pixels"
+        return {key: datasets.as_cnn_input(images)}
+    steps = 100
+    starts = np.linspace(0, len(text_ids) - steps - 1, count).astype(int)
+    x = np.stack([text_ids[s:s + steps] for s in starts]).astype(np.int32)
+    hidden = np.random.default_rng(0).uniform(-1, 1, (count, GRU_UNITS)).astype(np.float32)
+    return {"x": x, "hidden": hidden}
+
+
+class _Lazy(dict):
+    """A dict that builds each entry on first use, so a test loads only the models it needs."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key):
+        self[key] = value = self._build(key)
+        return value
+
+
+@pytest.fixture(scope="session")
+def keras_models(architectures):
+    """Each sample model loaded once from its committed .keras file (safe mode)."""
+    import keras
+
+    return _Lazy(lambda name: keras.saving.load_model(TRAINED / f"{name}.keras", compile=False, safe_mode=True))
+
+
+@pytest.fixture(scope="session")
+def model_files(keras_models, tmp_path_factory):
+    """Path (or object) of a sample model in a format, keyed (name, format); SavedModels are made once."""
+    folder = tmp_path_factory.mktemp("savedmodels")
+
+    def build(key):
+        name, fmt = key
+        if fmt == "object":
+            return keras_models[name]
+        if fmt == "savedmodel":
+            path = folder / name
+            keras_models[name].export(path, format="tf_saved_model", verbose=False,
+                                      input_signature=_savedmodel_signature(SAMPLES[name]))
+            return path
+        return TRAINED / f"{name}.{fmt}"
+
+    return _Lazy(build)
+
+
+def _savedmodel_signature(sample: Sample):
+    """Keras records only a subclassed model's first call argument; the GRU's SavedModel needs both."""
+    if sample.kind != "gru":
+        return None
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, None), tf.int32, name="x"), tf.TensorSpec((None, GRU_UNITS), tf.float32, name="hidden")]

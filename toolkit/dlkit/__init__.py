@@ -1,0 +1,53 @@
+"""dlkit: Keras models to ONNX, quantized, verified and shipped to small devices.
+
+The public verbs are re-exported here and load their heavy dependencies only when called:
+`import dlkit` does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlkit.errors import (
+    ConversionError,
+    DlkitError,
+    InvalidInputError,
+    MissingDependencyError,
+    ParityError,
+    ProviderError,
+    ShapeMismatchError,
+    ToleranceError,
+    UnsafeModelError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from dlkit.exporting import ExportResult, export
+
+_LAZY = {"export": "dlkit.exporting", "ExportResult": "dlkit.exporting"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dlkit' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "ConversionError",
+    "DlkitError",
+    "ExportResult",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "ParityError",
+    "ProviderError",
+    "ShapeMismatchError",
+    "ToleranceError",
+    "UnsafeModelError",
+    "__version__",
+    "export",
+]

@@ -1,0 +1,50 @@
+"""Paths in and out: outputs are checked before work starts and written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from dlkit.errors import InvalidInputError
+
+
+def output_path(output, *, default_from=None, suffix: str, force: bool) -> Path:
+    """Resolves and checks an output file path before any heavy work.
+
+    Args:
+        output: the path the user gave, or None for the default.
+        default_from: the input path whose name (with `suffix`) is the default.
+        suffix: the default suffix, e.g. ".onnx".
+        force: allow replacing an existing file.
+
+    Raises:
+        InvalidInputError: no output and no default, a missing folder, an existing file without force, a folder.
+    """
+    if output is None:
+        if default_from is None:
+            raise InvalidInputError("no output path given; pass one (-o model.onnx)")
+        source = Path(default_from)
+        output = source.with_suffix(suffix) if source.suffix else source.parent / (source.name + suffix)
+    path = Path(output)
+    if path.is_dir():
+        raise InvalidInputError(f"output '{path}' is a folder; give a file path such as '{path / ('model' + suffix)}'")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"output folder '{path.parent}' does not exist; create it first")
+    if path.exists() and not force:
+        raise InvalidInputError(f"output '{path}' exists; pass --force (force=True) to replace it")
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path`, then renames it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,50 @@
+"""The `dlkit` command: one group, one module per verb under `dlkit.commands`, errors mapped in one place."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from dlkit import __version__
+from dlkit.errors import DlkitError
+
+# verb -> module in dlkit.commands; each module defines `command`, imported only when the verb runs or is listed
+_COMMANDS = {
+    "export": "Export a Keras model to ONNX, checked against Keras on sample inputs.",
+}
+
+
+class _LazyGroup(click.Group):
+    """Lists verbs without importing them and maps DlkitError to one stderr line and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        return importlib.import_module(f"dlkit.commands.{name}").command
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DlkitError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="dlkit")
+def cli() -> None:
+    """dlkit: Keras models to ONNX, quantized, verified and run on small devices.
+
+    \b
+    Stages:
+      export    Keras (.keras, .h5, SavedModel) -> ONNX, with a parity check
+    Run 'dlkit COMMAND --help' for a command's options.
+    """
+
+
+def main() -> None:
+    cli(prog_name="dlkit")

@@ -1,0 +1,148 @@
+"""Comparing two models' outputs as numbers: the check behind every export.
+
+Pure numpy: the figures are the same whichever models produced the arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from dlkit.errors import InvalidInputError, ShapeMismatchError
+from dlkit.tensors import TensorInfo
+
+DEFAULT_DYNAMIC_SIZE = 16  # the length given to a dynamic non-batch axis (a sequence) in random samples
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """How far one output of a candidate model is from the reference, over all samples.
+
+    Attributes:
+        name: the output's name.
+        max_abs_error: largest absolute difference of any element.
+        mean_abs_error: mean absolute difference.
+        cosine_similarity: cosine of the angle between the flattened outputs (1.0 is identical direction).
+    """
+
+    name: str
+    max_abs_error: float
+    mean_abs_error: float
+    cosine_similarity: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> tuple[OutputParity, ...]:
+    """Figures per output; outputs are matched by name.
+
+    Raises:
+        ShapeMismatchError: the names or shapes of the outputs differ.
+    """
+    if set(reference) != set(candidate):
+        raise ShapeMismatchError(
+            f"outputs differ: reference has {sorted(reference)}, candidate has {sorted(candidate)}"
+        )
+    figures = []
+    for name, ref in reference.items():
+        got = candidate[name]
+        if ref.shape != got.shape:
+            raise ShapeMismatchError(f"output '{name}' has shape {got.shape} in the candidate, {ref.shape} in the reference")
+        ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+        diff = np.abs(ref64 - got64)
+        norms = np.linalg.norm(ref64) * np.linalg.norm(got64)
+        cosine = float(ref64 @ got64 / norms) if norms > 0 else float(np.array_equal(ref64, got64))
+        figures.append(OutputParity(
+            name,
+            float(diff.max()) if diff.size else 0.0,
+            float(diff.mean()) if diff.size else 0.0,
+            cosine,
+        ))
+    return tuple(figures)
+
+
+def random_inputs(
+    inputs: tuple[TensorInfo, ...], count: int, *, int_high: int = 10, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random samples in each input's dtype: floats uniform in [0, 1), integers in [0, int_high).
+
+    Dynamic axes get `count` for the batch and `DEFAULT_DYNAMIC_SIZE` elsewhere.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for info in inputs:
+        shape = tuple(
+            d if isinstance(d, int) else (count if axis == 0 else DEFAULT_DYNAMIC_SIZE)
+            for axis, d in enumerate(info.shape)
+        )
+        dtype = np.dtype(info.dtype)
+        if dtype.kind in "iu":
+            out[info.name] = rng.integers(0, int_high, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            out[info.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            out[info.name] = rng.random(shape, dtype=np.float64).astype(dtype)
+    return out
+
+
+def load_samples(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Reads `.npy` (the only input) or `.npz` (arrays keyed by input name) and checks them against `inputs`.
+
+    Raises:
+        InvalidInputError: the file is missing or unreadable, or an array does not fit its input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"sample data '{path}' does not exist; give an .npy or .npz file")
+    try:
+        if path.suffix == ".npy":
+            if len(inputs) != 1:
+                raise InvalidInputError(
+                    f"'{path}' is one array but the model takes {len(inputs)} inputs "
+                    f"{[i.name for i in inputs]}; give an .npz keyed by input name"
+                )
+            arrays = {inputs[0].name: np.load(path, allow_pickle=False)}
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            if len(inputs) == 1 and len(arrays) == 1:  # one array for one input: the name need not match
+                arrays = {inputs[0].name: next(iter(arrays.values()))}
+        else:
+            raise InvalidInputError(f"sample data '{path}' is not .npy or .npz; save it with numpy.save or numpy.savez")
+    except (ValueError, OSError) as err:
+        if isinstance(err, InvalidInputError):
+            raise
+        raise InvalidInputError(f"sample data '{path}' could not be read ({err}); save it with numpy.save") from err
+    out = {}
+    for info in inputs:
+        if info.name not in arrays:
+            raise InvalidInputError(
+                f"sample data '{path}' has no array for input '{info.name}' (it has {sorted(arrays)}); "
+                "key the .npz by input name"
+            )
+        out[info.name] = fit_array(arrays[info.name], info, source=str(path))[:limit]
+    return out
+
+
+def fit_array(array: np.ndarray, info: TensorInfo, *, source: str) -> np.ndarray:
+    """Checks rank, fixed axes and dtype of `array` for `info`; casts only between kinds that lose nothing."""
+    wanted = np.dtype(info.dtype)
+    problem = None
+    if array.ndim != len(info.shape):
+        problem = "rank"
+    elif any(isinstance(d, int) and d != s for d, s in zip(info.shape, array.shape)):
+        problem = "shape"
+    elif array.dtype != wanted and not np.can_cast(array.dtype, wanted, casting="same_kind"):
+        problem = "dtype"
+    if problem:
+        expected = ", ".join("N" if not isinstance(d, int) else str(d) for d in info.shape)
+        fix = "add a batch axis: x[None]" if array.ndim + 1 == len(info.shape) else "cast and reshape it"
+        raise InvalidInputError(
+            f"input '{info.name}' wants {wanted} ({expected}), got {array.dtype} {array.shape} from {source}; {fix}"
+        )
+    return array.astype(wanted, copy=False)
