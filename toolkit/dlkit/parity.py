@@ -141,8 +141,20 @@ def fit_array(array: np.ndarray, info: TensorInfo, *, source: str) -> np.ndarray
         problem = "dtype"
     if problem:
         expected = ", ".join("N" if not isinstance(d, int) else str(d) for d in info.shape)
-        fix = "add a batch axis: x[None]" if array.ndim + 1 == len(info.shape) else "cast and reshape it"
+        fix = _suggest_fix(array.shape, info.shape)
         raise InvalidInputError(
             f"input '{info.name}' wants {wanted} ({expected}), got {array.dtype} {array.shape} from {source}; {fix}"
         )
     return array.astype(wanted, copy=False)
+
+
+def _suggest_fix(given: tuple, wanted: tuple) -> str:
+    def fits(shape, dims):
+        return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
+
+    if len(given) + 1 == len(wanted):
+        if fits(given, wanted[1:]):
+            return "add a batch axis: x[None]"
+        if fits(given, wanted[:-1]):
+            return "add a channel axis: x[..., None]"
+    return "cast and reshape it"
