@@ -125,18 +125,28 @@ def model_files(keras_models, tmp_path_factory):
             return keras_models[name]
         if fmt == "savedmodel":
             path = folder / name
-            keras_models[name].export(path, format="tf_saved_model", verbose=False,
-                                      input_signature=_savedmodel_signature(SAMPLES[name]))
+            _save_savedmodel(keras_models[name], SAMPLES[name], path)
             return path
         return TRAINED / f"{name}.{fmt}"
 
     return _Lazy(build)
 
 
-def _savedmodel_signature(sample: Sample):
-    """Keras records only a subclassed model's first call argument; the GRU's SavedModel needs both."""
+def _save_savedmodel(model, sample: Sample, path: Path) -> None:
+    """A SavedModel folder as Keras writes it; the GRU's endpoint takes both call arguments by name."""
     if sample.kind != "gru":
-        return None
+        model.export(path, format="tf_saved_model", verbose=False)
+        return
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, None), tf.int32, name="x"), tf.TensorSpec((None, GRU_UNITS), tf.float32, name="hidden")]
+    # Keras's exporter traces a default signature from the first call argument alone, which fails here.
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32, name="x"),
+                                  tf.TensorSpec((None, GRU_UNITS), tf.float32, name="hidden")])
+    def serve(x, hidden):
+        logits, state = model(x, hidden, training=False)
+        return {"output_0": logits, "output_1": state}
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve.get_concrete_function()})

@@ -140,14 +140,12 @@ def native_recurrent_layers(model: Any, report: RecurrentReport) -> Iterator[dic
             outs = tf.numpy_function(
                 _never_run, [sequences, *states], [tf.float32] * n_out, stateful=False, name="dlkit_native_rnn"
             )
-            batch, steps = tf.shape(sequences)[0], sequences.shape[1]
-            outs[0].set_shape([sequences.shape[0], steps, _plan.units])
+            outs[0].set_shape([sequences.shape[0], sequences.shape[1], _plan.units])
             for state in outs[1:]:
                 state.set_shape([sequences.shape[0], _plan.units])
             plans[outs[0].op.get_attr("token").decode()] = _plan
             if _plan.layer not in report.native:
                 report.native.append(_plan.layer)
-            del batch
             return outs[1], outs[0], list(outs[1:])
 
         layer.inner_loop = inner_loop

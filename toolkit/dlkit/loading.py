@@ -247,9 +247,15 @@ def _savedmodel_source(tf: Any, path: Path, input_specs: tuple[TensorInfo, ...])
         raise ConversionError(f"SavedModel '{path}' signature takes no named inputs; dlkit cannot feed it")
 
     def call(*args, _keep_alive=loaded):  # the signature's variables live as long as `loaded` does
-        return dict(signature(**dict(zip(names, args))))
+        out = signature(**dict(zip(names, args)))
+        return {key: out[key] for key in sorted(out, key=_natural)}  # output_0, output_1, ..., output_10
 
     return ModelSource(
         f"{path.name} (SavedModel)", infos, call, None, f"tensorflow {tf.__version__}",
         ("a SavedModel has no Keras layers: GRU/LSTM keep the generic ONNX Loop",),
     )
+
+
+def _natural(name: str) -> tuple[str, int]:
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem):] or -1)
