@@ -91,12 +91,13 @@ def test_parity_breach_exits_4_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_lambda_needs_no_safe_mode(tmp_path):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lambda_needs_no_safe_mode(suffix, tmp_path):
     import keras
 
     inputs = keras.Input((3,), name="x")
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0 + 1.0, name="affine")(inputs))
-    path = tmp_path / "lambda.keras"
+    path = tmp_path / f"lambda{suffix}"
     model.save(path)
     _one_line_error(_run("export", path, "-o", tmp_path / "l.onnx"), 2, "--no-safe-mode")
     assert not (tmp_path / "l.onnx").exists()

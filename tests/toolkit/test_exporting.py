@@ -100,7 +100,8 @@ def _seq_model(kind, **options):
     keras.utils.set_random_seed(1)
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(50, 12, mask_zero=options.pop("mask_zero", False))(tokens)
-    rnn = getattr(keras.layers, kind)(24, return_sequences=True, return_state=True, name="rnn", **options)
+    options = {"return_sequences": True, "return_state": True, **options}
+    rnn = getattr(keras.layers, kind)(24, name="rnn", **options)
     seq, *states = rnn(x)
     outputs = {"seq": seq, "h": states[0]}
     if kind == "LSTM":
@@ -110,6 +111,7 @@ def _seq_model(kind, **options):
 
 @pytest.mark.parametrize("kind, options", [
     ("GRU", {}), ("GRU", {"reset_after": False}), ("LSTM", {}), ("GRU", {"activation": "relu"}),
+    ("GRU", {"return_sequences": False}), ("LSTM", {"use_bias": False}),
 ])
 def test_recurrent_layers_export_as_native_ops(kind, options, tmp_path):
     model = _seq_model(kind, **options)

@@ -387,6 +387,7 @@ def _finish(model, source, figures, labels, preprocessing, inputs, renames, atol
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)  # the file as written, after cleanup
     return model
 
 
