@@ -14,6 +14,7 @@ import numpy as np
 
 from dlkit.errors import InvalidInputError, ShapeMismatchError
 from dlkit.tensors import TensorInfo
+from dlkit_runtime.checks import check_inputs
 
 DEFAULT_DYNAMIC_SIZE = 16  # the length given to a dynamic non-batch axis (a sequence) in random samples
 
@@ -130,31 +131,14 @@ def load_samples(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, lim
 
 
 def fit_array(array: np.ndarray, info: TensorInfo, *, source: str) -> np.ndarray:
-    """Checks rank, fixed axes and dtype of `array` for `info`; casts only between kinds that lose nothing."""
-    wanted = np.dtype(info.dtype)
-    problem = None
-    if array.ndim != len(info.shape):
-        problem = "rank"
-    elif any(isinstance(d, int) and d != s for d, s in zip(info.shape, array.shape)):
-        problem = "shape"
-    elif array.dtype != wanted and not np.can_cast(array.dtype, wanted, casting="same_kind"):
-        problem = "dtype"
-    if problem:
-        expected = ", ".join("N" if not isinstance(d, int) else str(d) for d in info.shape)
-        fix = _suggest_fix(array.shape, info.shape)
-        raise InvalidInputError(
-            f"input '{info.name}' wants {wanted} ({expected}), got {array.dtype} {array.shape} from {source}; {fix}"
-        )
-    return array.astype(wanted, copy=False)
+    """Checks rank, fixed axes and dtype of `array` for `info` with the runtime's checks; casts within a kind
+    (float64 -> float32), as sample files saved by numpy need.
 
-
-def _suggest_fix(given: tuple, wanted: tuple) -> str:
-    def fits(shape, dims):
-        return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
-
-    if len(given) + 1 == len(wanted):
-        if fits(given, wanted[1:]):
-            return "add a batch axis: x[None]"
-        if fits(given, wanted[:-1]):
-            return "add a channel axis: x[..., None]"
-    return "cast and reshape it"
+    Raises:
+        InvalidInputError: the array does not fit; the message names the input, both shapes, the fix and `source`.
+    """
+    same_kind = bool(np.can_cast(array.dtype, np.dtype(info.dtype), casting="same_kind"))
+    try:
+        return check_inputs({info.name: array}, [info], cast=same_kind)[info.name]
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{err} (in {source})") from None

@@ -1,38 +1,15 @@
-"""Tensor descriptions: names, shapes and dtypes of model inputs and outputs, and the `--input` spec syntax."""
+"""Tensor descriptions (the runtime's `TensorInfo`) and the `--input NAME:DTYPE[D0,...]` spec syntax."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from dlkit.errors import InvalidInputError
+from dlkit_runtime.tensors import Dim, TensorInfo
 
-Dim = int | str | None  # an int is fixed, a str names a dynamic axis, None is an unnamed dynamic axis
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One input or output of a model.
-
-    Attributes:
-        name: the tensor's name.
-        dtype: numpy dtype name, e.g. "float32".
-        shape: one entry per axis: an int for a fixed size, a string or None for a dynamic one.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    def __str__(self) -> str:
-        dims = ",".join("N" if d is None else str(d) for d in self.shape)
-        return f"{self.name}:{self.dtype}[{dims}]"
-
+__all__ = ["Dim", "TensorInfo", "parse_input_spec", "parse_renames"]
 
 _SPEC = re.compile(r"^(?P<name>[^:\[\]]+):(?P<dtype>[a-z0-9]+)\[(?P<dims>[^\]]*)\]$")
 

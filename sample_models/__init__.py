@@ -1,0 +1,1 @@
+"""Sample Keras models, data loaders and trained artifacts for dlkit."""
