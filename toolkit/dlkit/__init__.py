@@ -23,9 +23,18 @@ from dlkit.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from dlkit.benchmark import BenchResult, bench
     from dlkit.exporting import ExportResult, export
+    from dlkit.inspection import InspectResult, inspect
 
-_LAZY = {"export": "dlkit.exporting", "ExportResult": "dlkit.exporting"}
+_LAZY = {
+    "export": "dlkit.exporting",
+    "ExportResult": "dlkit.exporting",
+    "bench": "dlkit.benchmark",
+    "BenchResult": "dlkit.benchmark",
+    "inspect": "dlkit.inspection",
+    "InspectResult": "dlkit.inspection",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -38,9 +47,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BenchResult",
     "ConversionError",
     "DlkitError",
     "ExportResult",
+    "InspectResult",
     "InvalidInputError",
     "MissingDependencyError",
     "ParityError",
@@ -49,5 +60,7 @@ __all__ = [
     "ToleranceError",
     "UnsafeModelError",
     "__version__",
+    "bench",
     "export",
+    "inspect",
 ]

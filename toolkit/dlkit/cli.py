@@ -12,6 +12,9 @@ from dlkit.errors import DlkitError
 # verb -> module in dlkit.commands; each module defines `command`, imported only when the verb runs or is listed
 _COMMANDS = {
     "export": "Export a Keras model to ONNX, checked against Keras on sample inputs.",
+    "run": "Run an ONNX model on a .npy, .npz or 8-bit .png input.",
+    "bench": "Time an ONNX model: cold start, latency percentiles, throughput, peak memory.",
+    "inspect": "Describe an ONNX model: tensors, ops, parameters, metadata, quantization, placement.",
 }
 
 
@@ -42,6 +45,9 @@ def cli() -> None:
     \b
     Stages:
       export    Keras (.keras, .h5, SavedModel) -> ONNX, with a parity check
+      run       ONNX model + .npy/.npz/.png input -> outputs (and top-k classes)
+      bench     latency, throughput, cold start and memory of an ONNX model here
+      inspect   what an ONNX file holds and where its ops run
     Run 'dlkit COMMAND --help' for a command's options.
     """
 

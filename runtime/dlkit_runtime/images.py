@@ -1,0 +1,149 @@
+"""Images as model inputs without an imaging library: 8-bit PNG decoding, layout, channels and the export's
+preprocessing hints (`dlkit.preprocessing`: `scale`, `mean`, `std`).
+
+Only what a device needs to try a model on one picture: no resizing, no other formats.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from dlkit_runtime.errors import InvalidInputError
+from dlkit_runtime.tensors import TensorInfo
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (gray, RGB, gray+alpha, RGBA)
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Decodes an 8-bit, non-interlaced PNG.
+
+    Args:
+        path: the `.png` file.
+
+    Returns:
+        uint8 pixels, (H, W) for grayscale, (H, W, C) otherwise (C is 2, 3 or 4).
+
+    Raises:
+        InvalidInputError: not a PNG, or a kind this decoder does not read (palette, 16-bit, interlaced).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data.startswith(_SIGNATURE):
+        raise InvalidInputError(f"'{path}' is not a PNG file; give a .png, .npy or .npz file")
+    pos, header, idat = len(_SIGNATURE), None, []
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None or not idat:
+        raise InvalidInputError(f"'{path}' is a damaged PNG (no IHDR or IDAT chunk)")
+    width, height, depth, colour, _, _, interlace = header
+    if depth != 8 or colour not in _CHANNELS or interlace:
+        raise InvalidInputError(f"'{path}' is a PNG this decoder does not read (bit depth {depth}, colour type {colour}, "
+                                f"interlace {interlace}); save it as 8-bit gray or RGB, or convert it to .npy")
+    channels = _CHANNELS[colour]
+    try:
+        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+        rows = raw.reshape(height, 1 + width * channels)
+    except (zlib.error, ValueError) as err:
+        raise InvalidInputError(f"'{path}' is a damaged PNG ({err})") from err
+    pixels = _unfilter(rows[:, 1:].astype(np.int32), rows[:, 0], channels)
+    return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
+
+
+def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
+    out = np.zeros_like(rows)
+    prev = np.zeros(rows.shape[1], np.int32)
+    for y, kind in enumerate(filters):
+        line = rows[y]
+        if kind == 0:
+            cur = line
+        elif kind == 1:  # Sub: running sum per channel
+            cur = np.cumsum(line.reshape(-1, bpp), axis=0).reshape(-1) % 256
+        elif kind == 2:  # Up
+            cur = (line + prev) % 256
+        elif kind in (3, 4):  # Average, Paeth: each byte depends on the one to its left
+            cur = line.copy()
+            for i in range(len(cur)):
+                left = cur[i - bpp] if i >= bpp else 0
+                up, corner = prev[i], (prev[i - bpp] if i >= bpp else 0)
+                if kind == 3:
+                    cur[i] = (cur[i] + (left + up) // 2) % 256
+                else:
+                    p = left + up - corner
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                    pred = left if pa <= pb and pa <= pc else (up if pb <= pc else corner)
+                    cur[i] = (cur[i] + pred) % 256
+        else:
+            raise InvalidInputError(f"PNG row {y} has an unknown filter type {kind}; the file is damaged")
+        out[y] = prev = cur
+    return out.astype(np.uint8)
+
+
+def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]) -> np.ndarray:
+    """Turns decoded pixels into a batch of one for `info`, as the export's metadata describes.
+
+    The layout comes from `input_layout` (else a last axis of 1, 3 or 4 means NHWC); channels are converted (gray <->
+    RGB, alpha dropped); `preprocessing` hints `scale`, `mean`, `std` are applied (a warning when there are none).
+
+    Raises:
+        InvalidInputError: the input is not an image-like tensor, or the picture's size differs from it.
+    """
+    layout = (metadata.get("input_layout") or {}).get(info.name) if isinstance(metadata.get("input_layout"), dict) else None
+    shape = info.shape
+    if len(shape) == 4:
+        layout = layout if layout in ("NHWC", "NCHW") else ("NCHW" if shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
+                                                           else "NHWC")
+        height, width, want = (shape[1], shape[2], shape[3]) if layout == "NHWC" else (shape[2], shape[3], shape[1])
+    elif len(shape) == 3:
+        layout, (height, width), want = "NHW", shape[1:], 1
+    else:
+        raise InvalidInputError(f"input '{info.name}' {info.dtype} {info.shape_text()} does not take an image; give "
+                                "a .npy or .npz file")
+    pixels = _channels(image if image.ndim == 3 else image[..., None], want if isinstance(want, int) else 3)
+    for axis, (dim, size) in enumerate(zip((height, width), pixels.shape[:2])):
+        if isinstance(dim, int) and dim != size:
+            raise InvalidInputError(f"input '{info.name}' wants {height}x{width} images, the picture is "
+                                    f"{pixels.shape[0]}x{pixels.shape[1]}; resize it first")
+    if np.dtype(info.dtype).kind != "f":  # a model that takes raw pixels does its own preprocessing
+        x = pixels.astype(info.dtype)
+        return np.ascontiguousarray((x.transpose(2, 0, 1) if layout == "NCHW" else x[..., 0] if layout == "NHW" else x)[None])
+    x = pixels.astype(np.float32)
+    hints = metadata.get("preprocessing") if isinstance(metadata.get("preprocessing"), dict) else {}
+    if not any(k in hints for k in ("scale", "mean", "std")):
+        warnings.warn(f"the model has no preprocessing hints (dlkit.preprocessing); input '{info.name}' gets raw 0-255 "
+                      "pixel values", UserWarning, stacklevel=2)
+    x = x * float(hints.get("scale", 1.0))
+    x = (x - np.asarray(hints.get("mean", 0.0), np.float32)) / np.asarray(hints.get("std", 1.0), np.float32)
+    if layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    elif layout == "NHW":
+        x = x[..., 0]
+    return np.ascontiguousarray(x[None].astype(info.dtype))
+
+
+def _channels(pixels: np.ndarray, want: int) -> np.ndarray:
+    have = pixels.shape[-1]
+    if have in (2, 4):  # drop alpha
+        pixels, have = pixels[..., :-1], have - 1
+    if have == want:
+        return pixels
+    if have == 1 and want == 3:
+        return np.repeat(pixels, 3, axis=-1)
+    if have == 3 and want == 1:  # ITU-R BT.601 luma, as PIL's convert("L")
+        return (pixels @ np.array([0.299, 0.587, 0.114]))[..., None].round().astype(np.uint8)
+    raise InvalidInputError(f"the picture has {have} channel(s) and the model wants {want}; convert it to .npy")

@@ -1,0 +1,265 @@
+"""`Model`: an ONNX model loaded for inference, with checked inputs, named outputs and dlkit's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from dlkit_runtime import providers as _providers
+from dlkit_runtime.checks import InputChecker
+from dlkit_runtime.errors import InvalidInputError, ProviderError
+from dlkit_runtime.tensors import TensorInfo, from_node_arg
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_JSON_KEYS = ("labels", "preprocessing", "input_layout", "parity")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of a sample's top classes.
+
+    Attributes:
+        index: the class index in the output.
+        label: its label from the metadata (the index as text when there are none).
+        score: the output's value for it (a probability if the model ends in softmax).
+    """
+
+    index: int
+    label: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "label": self.label, "score": self.score}
+
+
+class Model:
+    """An ONNX model ready to run: `Model("cnn.onnx").predict(x)`.
+
+    One `Model` may be shared between threads: `predict` keeps no state between calls.
+
+    Args:
+        path: the `.onnx` file.
+        providers: execution providers in order of preference, by short name (`cpu`, `cuda`, `tensorrt`,
+            `xnnpack`, `acl`, `coreml`, `openvino`, `dml`, `qnn`) as a list or "cuda,cpu". Defaults to None:
+            every one the installed onnxruntime has, in its priority order.
+        threads: intra-op threads. Defaults to None: the machine's physical cores.
+        strict: raise `ProviderError` when a requested provider is missing or inactive instead of warning.
+            Defaults to False.
+        spinning: let idle threads spin for work (faster, burns CPU). Defaults to True, as onnxruntime.
+        optimization: graph optimizations, "disable", "basic", "extended" or "all". Defaults to "all".
+        optimized_path: save the graph optimized for this device here (load it later with
+            `optimization="disable"`). Defaults to None.
+        memory_arena: keep onnxruntime's CPU memory arena (faster, holds on to peak memory). Defaults to True.
+        device_id: the GPU or NPU for CUDA, TensorRT and DirectML. Defaults to 0.
+        fp16: let TensorRT build fp16 engines. Defaults to False.
+        cache_dir: TensorRT's (and OpenVINO's) engine cache folder. Defaults to None.
+
+    Raises:
+        InvalidInputError: a missing or unreadable file, an unknown provider or option.
+        ProviderError: `strict=True` and a requested provider is missing or onnxruntime did not activate it.
+
+    Example:
+
+    >>> model = Model("cnn.onnx", providers=["cuda", "cpu"])   # warns and runs on CPU without a GPU
+    >>> model.providers
+    ('cpu',)
+    >>> model.predict(x)["digit"].shape
+    (16, 10)
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: str | Sequence[str] | None = None,
+                 threads: int | None = None, strict: bool = False, *, spinning: bool = True,
+                 optimization: str = "all", optimized_path: str | os.PathLike | None = None,
+                 memory_arena: bool = True, device_id: int = 0, fp16: bool = False,
+                 cache_dir: str | os.PathLike | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InvalidInputError(f"model '{self.path}' does not exist or is not a file; give an .onnx file")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+        if optimization not in _OPTIMIZATION:
+            raise InvalidInputError(f"optimization {optimization!r} is not one of {', '.join(_OPTIMIZATION)}")
+        self.threads = threads or physical_cores()
+        requested, self.skipped_providers = _providers.resolve(
+            providers, ort.get_available_providers(), strict=strict, threads=self.threads, device_id=device_id,
+            fp16=fp16, cache_dir=None if cache_dir is None else str(cache_dir))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: onnxruntime's fallback notices are reported by us instead
+        # XNNPACK runs its own pool; onnxruntime's docs advise one intra-op thread beside it
+        options.intra_op_num_threads = 1 if requested[0][0] == "XnnpackExecutionProvider" else self.threads
+        options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = _OPTIMIZATION[optimization]
+        if optimized_path is not None:
+            options.optimized_model_filepath = str(optimized_path)
+        options.enable_cpu_mem_arena = memory_arena
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                 providers=[name for name, _ in requested],
+                                                 provider_options=[opts for _, opts in requested])
+        except Exception as err:  # onnxruntime raises its own classes (Fail, InvalidProtobuf, ...) or RuntimeError
+            raise InvalidInputError(f"onnxruntime cannot load '{self.path}': {str(err).strip().splitlines()[0]}") from err
+        self.providers = tuple(_providers.short_name(p) for p in self._session.get_providers())
+        inactive = [_providers.short_name(n) for n, _ in requested
+                    if _providers.short_name(n) not in self.providers]
+        if inactive:
+            message = (f"onnxruntime did not activate {', '.join(inactive)} for '{self.path.name}' "
+                       f"(running on {', '.join(self.providers)}); check the provider's libraries and drivers")
+            if strict:
+                raise ProviderError(message)
+            warnings.warn(message, _providers.ProviderWarning, stacklevel=2)
+        self.inputs = tuple(from_node_arg(a) for a in self._session.get_inputs())
+        self.outputs = tuple(from_node_arg(a) for a in self._session.get_outputs())
+        self.metadata = _read_metadata(self._session.get_modelmeta().custom_metadata_map)
+        self._output_names = [o.name for o in self.outputs]
+        self._check = InputChecker(self.inputs)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Class labels stored by `dlkit export --labels`, or None."""
+        labels = self.metadata.get("labels")
+        return tuple(map(str, labels)) if isinstance(labels, list) else None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The underlying `onnxruntime.InferenceSession`, for what this class does not cover."""
+        return self._session
+
+    def predict(self, x: Any, *, outputs: Sequence[str] | None = None, cast: bool = False) -> dict[str, np.ndarray]:
+        """Runs the model on a batch.
+
+        Args:
+            x: an array (a model with one input) or a dict of arrays keyed by input name, batch axis first.
+            outputs: the output names to compute. Defaults to None: all.
+            cast: cast inputs to the model's dtypes even when it loses precision. Defaults to False: only lossless
+                casts (uint8 -> float32) happen.
+
+        Returns:
+            A dict of arrays keyed by output name.
+
+        Raises:
+            InvalidInputError: a missing or unknown input name, or a wrong rank, dimension or dtype.
+        """
+        feed = self._check(x, cast=cast)
+        if outputs is None:  # run(None, ...) skips onnxruntime's own check of the names: measurably faster
+            return dict(zip(self._output_names, self._session.run(None, feed)))
+        names = self._check_output_names(outputs)
+        return dict(zip(names, self._session.run(names, feed)))
+
+    __call__ = predict
+
+    def predict_batches(self, data: Any, batch_size: int = 32, *, cast: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Runs the model over data too large for one call, one batch at a time.
+
+        Args:
+            data: an array or a dict of arrays (batch axis first), sliced into batches; or any iterable of single
+                samples (arrays or dicts, no batch axis), stacked into batches as they come.
+            batch_size: samples per run. Defaults to 32.
+            cast: as in `predict`. Defaults to False.
+
+        Yields:
+            The outputs of each batch, as `predict` returns them.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(data, np.ndarray) or isinstance(data, Mapping):
+            arrays = dict(data) if isinstance(data, Mapping) else {None: data}
+            total = len(next(iter(arrays.values())))
+            for start in range(0, total, batch_size):
+                batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+                yield self.predict(batch[None] if None in batch else batch, cast=cast)
+            return
+        pending: list[Any] = []
+        for sample in data:
+            pending.append(sample)
+            if len(pending) == batch_size:
+                yield self.predict(_stack(pending), cast=cast)
+                pending = []
+        if pending:
+            yield self.predict(_stack(pending), cast=cast)
+
+    def classify(self, x: Any, top_k: int = 5, *, output: str | None = None, cast: bool = False) -> list[list[Prediction]]:
+        """The `top_k` classes of each sample, best first, named by the model's labels.
+
+        Args:
+            x: as in `predict`.
+            top_k: classes per sample. Defaults to 5.
+            output: the output holding class scores. Defaults to None: the first output.
+            cast: as in `predict`. Defaults to False.
+
+        Returns:
+            One list of `Prediction`s per sample.
+        """
+        name = output or self._output_names[0]
+        scores = self.predict(x, outputs=[name], cast=cast)[name]
+        if scores.ndim != 2:
+            raise InvalidInputError(f"output '{name}' has shape {scores.shape}, not (batch, classes); "
+                                    "classify needs class scores")
+        labels = self.labels
+        k = max(1, min(int(top_k), scores.shape[1]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[Prediction(int(i), labels[i] if labels and i < len(labels) else str(int(i)), float(row[i]))
+                 for i in idx] for row, idx in zip(scores, order)]
+
+    def _check_output_names(self, names: Sequence[str]) -> list[str]:
+        unknown = [n for n in names if n not in self._output_names]
+        if unknown:
+            raise InvalidInputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model's outputs are "
+                                    f"{', '.join(map(repr, self._output_names))}")
+        return list(names)
+
+    def __repr__(self) -> str:
+        return (f"Model('{self.path}', inputs=[{', '.join(map(str, self.inputs))}], "
+                f"outputs=[{', '.join(map(str, self.outputs))}], providers={list(self.providers)})")
+
+
+def _stack(samples: list[Any]) -> Any:
+    if isinstance(samples[0], Mapping):
+        return {k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]}
+    return np.stack([np.asarray(s) for s in samples])
+
+
+def _read_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
+    """dlkit's `dlkit.*` keys under their short names (JSON ones decoded); other keys as they are."""
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        short = key[len("dlkit."):] if key.startswith("dlkit.") else key
+        if short in _JSON_KEYS and key.startswith("dlkit."):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        meta[short] = value
+    return meta
+
+
+def physical_cores() -> int:
+    """The machine's physical cores (Linux: distinct core ids in /proc/cpuinfo), else the logical count."""
+    try:
+        cores, physical = set(), "0"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical = value.strip()
+                elif key == "core id":
+                    cores.add((physical, value.strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1

@@ -1,0 +1,67 @@
+"""`dlkit run`: a thin shell over `dlkit_runtime.Model`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import click
+
+from dlkit.commands import _render
+
+
+@click.command("run")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an 8-bit .png.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
+@click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
+@click.option("--providers", help="Execution providers in order, e.g. 'cuda,cpu'. [default: all available]")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads. [default: physical cores]")
+@click.option("--cast", is_flag=True, help="Cast inputs to the model's dtypes even when it loses precision.")
+@click.option("--strict", is_flag=True, help="Fail instead of falling back when a provider is missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model, input_path, output, top_k, providers, threads, cast, strict, as_json):
+    """Run MODEL (.onnx) on the arrays in --input and print what it returns.
+
+    A .png is decoded, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
+    """
+    from dlkit_runtime import Model
+    from dlkit_runtime.datafiles import read_inputs, write_outputs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
+        x = read_inputs(input_path, onnx_model)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    if isinstance(x, dict) and len(x) == 1 and len(onnx_model.inputs) == 1:
+        x = next(iter(x.values()))  # one array in an .npz: the only input, whatever its name
+    outputs = onnx_model.predict(x, cast=cast)
+    classes = onnx_model.classify(x, top_k, cast=cast) if top_k else None
+    if output is not None:
+        write_outputs(output, outputs)
+    if as_json:
+        click.echo(json.dumps({
+            "providers": list(onnx_model.providers),
+            "outputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in outputs.items()},
+            "top_k": [[p.to_dict() for p in row] for row in classes] if classes else None,
+            "saved": str(output) if output else None,
+        }, indent=2))
+        return
+    click.echo(f"Ran {onnx_model.path.name} on {', '.join(onnx_model.providers)}")
+    click.echo(_render.table(["output", "dtype", "shape", "min", "max"],
+                             [[k, str(v.dtype), str(tuple(v.shape)), *_range(v)] for k, v in outputs.items()]))
+    if classes:
+        click.echo("")
+        click.echo(_render.table(["sample", *[f"top {i + 1}" for i in range(len(classes[0]))]],
+                                 [[n, *[f"{p.label} ({p.score:.3g})" for p in row]] for n, row in enumerate(classes)]))
+    if output is not None:
+        click.echo(f"saved {len(outputs)} output(s) to {output}")
+
+
+def _range(array):
+    if array.size == 0 or array.dtype.kind not in "biuf":
+        return ["", ""]
+    return [float(array.min()), float(array.max())]
