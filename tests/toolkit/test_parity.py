@@ -41,7 +41,7 @@ def test_fit_array_messages():
     info = TensorInfo("pixels", "float32", (None, 28, 28, 1))
     with pytest.raises(InvalidInputError, match=r"x\[None\]"):
         fit_array(np.zeros((28, 28, 1)), info, source="a.npy")
-    with pytest.raises(InvalidInputError, match=r"got complex64 \(2, 28, 28, 1\) from a.npy"):
+    with pytest.raises(InvalidInputError, match=r"got complex64 \(2, 28, 28, 1\).*\(in a.npy\)"):
         fit_array(np.zeros((2, 28, 28, 1), np.complex64), info, source="a.npy")
     # float64 -> float32 is the same kind: accepted and cast
     assert fit_array(np.zeros((2, 28, 28, 1)), info, source="a.npy").dtype == np.float32
