@@ -150,3 +150,42 @@ def _save_savedmodel(model, sample: Sample, path: Path) -> None:
         return {"output_0": logits, "output_1": state}
 
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve.get_concrete_function()})
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(model_files, tmp_path_factory):
+    """Each sample model exported once per session from its .keras file, keyed by name
+    ("char_gru_loop" is the GRU exported as tf2onnx's generic Loop)."""
+    import dlkit
+
+    folder = tmp_path_factory.mktemp("exports")
+
+    def build(name):
+        sample = SAMPLES[name.removesuffix("_loop")]
+        return Path(dlkit.export(model_files[sample.name, "keras"], folder / f"{name}.onnx",
+                                 input_specs=sample.input_specs, rename=sample.rename,
+                                 native_rnn=not name.endswith("_loop")).path)
+
+    return _Lazy(build)
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(mnist_test, tmp_path_factory):
+    """Real MNIST as .npz files per input kind: calibration from the training subset, eval from the test set."""
+    from sample_models import datasets
+
+    folder = tmp_path_factory.mktemp("mnist_npz")
+    train_images, _ = datasets.load_mnist("train", shipped_only=True)
+    images, labels = mnist_test
+
+    def build(key):
+        kind, role = key  # ("cnn" | "mlp" | "parity", "calib" | "eval")
+        to_input = datasets.as_cnn_input if kind == "cnn" else datasets.as_mlp_input
+        path = folder / f"{kind}_{role}.npz"
+        if role == "calib":
+            np.savez(path, pixels=to_input(train_images[:1000]))
+        else:
+            np.savez(path, pixels=to_input(images), y=labels % 2 if kind == "parity" else labels)
+        return path
+
+    return _Lazy(build)

@@ -15,6 +15,7 @@ from dlkit.errors import (
     MissingDependencyError,
     ParityError,
     ProviderError,
+    QuantizationError,
     ShapeMismatchError,
     ToleranceError,
     UnsafeModelError,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from dlkit.benchmark import BenchResult, bench
     from dlkit.exporting import ExportResult, export
     from dlkit.inspection import InspectResult, inspect
+    from dlkit.quantization import QuantizeResult, quantize
 
 _LAZY = {
     "export": "dlkit.exporting",
@@ -34,6 +36,8 @@ _LAZY = {
     "BenchResult": "dlkit.benchmark",
     "inspect": "dlkit.inspection",
     "InspectResult": "dlkit.inspection",
+    "quantize": "dlkit.quantization",
+    "QuantizeResult": "dlkit.quantization",
 }
 
 
@@ -56,6 +60,8 @@ __all__ = [
     "MissingDependencyError",
     "ParityError",
     "ProviderError",
+    "QuantizationError",
+    "QuantizeResult",
     "ShapeMismatchError",
     "ToleranceError",
     "UnsafeModelError",
@@ -63,4 +69,5 @@ __all__ = [
     "bench",
     "export",
     "inspect",
+    "quantize",
 ]

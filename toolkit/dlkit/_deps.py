@@ -17,6 +17,7 @@ _PACKAGES = {
     "tf2onnx": ("tf2onnx", "export"),
     "onnx": ("onnx", "export"),
     "onnxslim": ("onnxslim", "export"),
+    "onnxconverter_common": ("onnxconverter-common", "export"),
 }
 
 

@@ -12,6 +12,7 @@ from dlkit.errors import DlkitError
 # verb -> module in dlkit.commands; each module defines `command`, imported only when the verb runs or is listed
 _COMMANDS = {
     "export": "Export a Keras model to ONNX, checked against Keras on sample inputs.",
+    "quantize": "Quantize an ONNX model to int8 or fp16, with the accuracy cost measured.",
     "run": "Run an ONNX model on a .npy, .npz or 8-bit .png input.",
     "bench": "Time an ONNX model: cold start, latency percentiles, throughput, peak memory.",
     "inspect": "Describe an ONNX model: tensors, ops, parameters, metadata, quantization, placement.",
@@ -45,6 +46,7 @@ def cli() -> None:
     \b
     Stages:
       export    Keras (.keras, .h5, SavedModel) -> ONNX, with a parity check
+      quantize  ONNX -> int8 (dynamic or static QDQ) or fp16, with the accuracy cost measured
       run       ONNX model + .npy/.npz/.png input -> outputs (and top-k classes)
       bench     latency, throughput, cold start and memory of an ONNX model here
       inspect   what an ONNX file holds and where its ops run

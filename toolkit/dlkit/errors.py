@@ -17,6 +17,10 @@ class ConversionError(DlkitError):
     """A model could not be converted to ONNX; the message names the layer or op that failed."""
 
 
+class QuantizationError(DlkitError):
+    """A model could not be quantized; the message says why and what was tried."""
+
+
 class UnsafeModelError(InvalidInputError):
     """A Keras file needs unsafe deserialization (a Lambda layer's code) and safe mode is on."""
 
@@ -28,6 +32,7 @@ __all__ = [
     "MissingDependencyError",
     "ParityError",
     "ProviderError",
+    "QuantizationError",
     "ShapeMismatchError",
     "ToleranceError",
     "UnsafeModelError",

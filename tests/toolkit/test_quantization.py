@@ -1,0 +1,191 @@
+"""dlkit.quantize on the sample models with real MNIST and real text, and on models other exporters make."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import dlkit
+from dlkit.cli import cli
+from dlkit.errors import InvalidInputError, ToleranceError
+from dlkit_runtime import Model
+
+
+def _accuracy(path, npz) -> float:
+    data = np.load(npz)
+    model = Model(path, threads=2)
+    scores = np.concatenate([out[model.outputs[0].name] for out in model.predict_batches(data["pixels"], 1000)])
+    return float((scores.argmax(-1) == data["y"]).mean())
+
+
+def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
+    result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "cnn.int8.onnx",
+                            calibration=mnist_npz["cnn", "calib"], eval_data=mnist_npz["cnn", "eval"])
+    assert result.mode == "static" and "convolutional" in result.reason  # auto picks static for a CNN
+    # The issue's bounds: <= 0.5 points of MNIST test accuracy, a file <= 30% of the float file.
+    assert result.accuracy_drop <= 0.005, result.to_dict()
+    assert result.size_ratio <= 0.30
+    assert result.nodes_quantized >= 5 and result.nodes_float == ()  # all three convs and both dense layers
+    # Independently of the result's own figures: the written file through the runtime on all 10k images.
+    assert _accuracy(result.path, mnist_npz["cnn", "eval"]) == pytest.approx(result.quantized_accuracy)
+    assert _accuracy(onnx_exports["cnn"], mnist_npz["cnn", "eval"]) - result.quantized_accuracy <= 0.005
+    meta = {p.key: p.value for p in onnx.load(result.path).metadata_props}
+    assert json.loads(meta["dlkit.quantization"])["mode"] == "static" and "dlkit.parity" in meta
+
+
+@pytest.mark.parametrize("name, kind", [("mlp_digits", "mlp"), ("mlp_parity", "parity")])
+def test_dynamic_int8_mlps(name, kind, onnx_exports, mnist_npz, tmp_path):
+    result = dlkit.quantize(onnx_exports[name], tmp_path / "q.onnx", eval_data=mnist_npz[kind, "eval"])
+    assert result.mode == "dynamic" and "MLP" in result.reason
+    assert result.accuracy_drop <= 0.005, result.to_dict()
+    assert result.nodes_quantized >= 2 and result.size_ratio < 0.35
+    assert _accuracy(result.path, mnist_npz[kind, "eval"]) == pytest.approx(result.quantized_accuracy)
+
+
+def _text_windows(text_ids, count=200, steps=100):
+    starts = np.linspace(0, len(text_ids) - steps - 1, count).astype(int)
+    return np.stack([text_ids[s:s + steps] for s in starts]).astype(np.int32)
+
+
+@pytest.mark.parametrize("export, mode", [("char_gru", "auto"), ("char_gru", "static"), ("char_gru_loop", "dynamic"),
+                                          ("char_gru_loop", "static")])
+def test_gru_quantizes_with_next_char_agreement(export, mode, onnx_exports, text_ids, tmp_path):
+    x = _text_windows(text_ids)
+    data = tmp_path / "text.npz"
+    np.savez(data, x=x, hidden=np.zeros((len(x), 256), np.float32))
+    result = dlkit.quantize(onnx_exports[export], tmp_path / "q.onnx", mode=mode,
+                            calibration=data if mode == "static" else None)
+    assert result.mode == ("dynamic" if mode == "auto" else mode)
+    feeds = {"x": x, "hidden": np.zeros((len(x), 256), np.float32)}
+    floats = Model(onnx_exports[export]).predict(feeds)["logits"]
+    quant = Model(result.path).predict(feeds)["logits"]
+    agreement = float((floats.argmax(-1) == quant.argmax(-1)).mean())
+    assert agreement >= 0.95, agreement  # next-character top-1 over 200 windows x 100 positions
+
+
+def test_fp16_within_1e2(onnx_exports, mnist_npz, tmp_path):
+    result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "cnn.fp16.onnx", mode="fp16",
+                            eval_data=mnist_npz["cnn", "eval"])
+    assert result.parity[0].max_abs_error <= 1e-2
+    model = onnx.load(result.path)
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # float32 in and out kept
+    assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
+    x = np.load(mnist_npz["cnn", "eval"])["pixels"][:500]
+    diff = np.abs(Model(result.path).predict(x)["digit"] - Model(onnx_exports["cnn"]).predict(x)["digit"]).max()
+    assert diff <= 1e-2
+
+
+def test_cnn_without_calibration_is_refused_before_work(onnx_exports, tmp_path):
+    with pytest.raises(InvalidInputError, match="--calibration"):
+        dlkit.quantize(onnx_exports["cnn"], tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_tight_bound_keeps_sensitive_nodes_in_float(onnx_exports, mnist_npz, tmp_path):
+    free = dlkit.quantize(onnx_exports["cnn"], tmp_path / "free.onnx", calibration=mnist_npz["cnn", "calib"])
+    bound = free.output_error / 2
+    result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "bound.onnx", calibration=mnist_npz["cnn", "calib"],
+                            max_output_error=bound)
+    assert result.kept_in_float, "a bound at half the free error must keep nodes in float"
+    assert result.output_error <= bound
+    assert result.kept_in_float[-1].metric_after == pytest.approx(result.output_error)
+    sqnr = [k.sqnr_db for k in result.kept_in_float]
+    assert sqnr == sorted(sqnr)  # most sensitive (lowest SQNR) first
+    assert result.size_after_bytes > free.size_after_bytes
+
+
+def test_accuracy_bound_needs_labels(onnx_exports, mnist_npz, tmp_path):
+    with pytest.raises(InvalidInputError, match="labelled eval data"):
+        dlkit.quantize(onnx_exports["cnn"], tmp_path / "q.onnx", calibration=mnist_npz["cnn", "calib"],
+                       max_accuracy_drop=0.01)
+
+
+def _foreign_model(path):
+    """An opset-11 MLP as older exporters write it: weights from Constant nodes, a bias from ConstantOfShape,
+    an initializer listed among the graph inputs."""
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["w1"], value=numpy_helper.from_array(w1)),
+        helper.make_node("Constant", [], ["w2"], value=numpy_helper.from_array(w2)),
+        helper.make_node("ConstantOfShape", ["bias_shape"], ["b1"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.1])),
+        helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+         helper.make_tensor_value_info("bias_shape", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array([16], np.int64), "bias_shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, path)
+    return w1, w2
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_model_with_constant_node_weights_quantizes(mode, tmp_path):
+    w1, w2 = _foreign_model(tmp_path / "foreign.onnx")
+    x = np.random.default_rng(1).standard_normal((256, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = dlkit.quantize(tmp_path / "foreign.onnx", tmp_path / "q.onnx", mode=mode,
+                            calibration=tmp_path / "x.npy" if mode == "static" else None)
+    steps = " ".join(result.preparation)
+    assert "upgraded opset 11" in steps and "Constant node(s)" in steps and "removed from the graph inputs" in steps
+    assert result.nodes_quantized >= 2  # both MatMuls, whose weights were Constant nodes
+    expected = np.maximum(x @ w1 + 0.1, 0) @ w2
+    got = Model(result.path).predict(x)["y"]
+    assert np.corrcoef(expected.ravel(), got.ravel())[0, 1] > 0.999
+
+
+def _one_line(result, code, *needles):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: ") and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[-1]
+
+
+def test_bad_calibration_data_named_before_work(onnx_exports, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((10, 28, 28), np.float32))
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(cli, ["quantize", str(onnx_exports["cnn"]), "-o", str(out), "--calibration", str(bad)])
+    _one_line(result, 2, "input 'pixels'", "(N, 28, 28, 1)", "(10, 28, 28)")
+    assert not out.exists()
+
+
+def test_non_onnx_file_and_missing_file(tmp_path):
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("not a model")
+    _one_line(CliRunner().invoke(cli, ["quantize", str(notes)]), 2, "not an ONNX model")
+    _one_line(CliRunner().invoke(cli, ["quantize", str(tmp_path / "nope.onnx")]), 2, "does not exist")
+
+
+def test_collapsed_outputs_are_an_error(onnx_exports, mnist_npz, tmp_path):
+    # A common mistake: calibrating on raw 0-255 pixels for a model that takes [0, 1]. The activation ranges come
+    # out 255x too wide, real inputs quantize to almost nothing, and the outputs collapse.
+    raw = tmp_path / "raw.npy"
+    np.save(raw, np.load(mnist_npz["cnn", "calib"])["pixels"] * 255)
+    out = tmp_path / "q.onnx"
+    with pytest.raises(ToleranceError, match="collapsed"):
+        dlkit.quantize(onnx_exports["cnn"], out, calibration=raw, eval_data=mnist_npz["cnn", "eval"])
+    assert not out.exists()
+
+
+def test_cli_json(onnx_exports, mnist_npz, tmp_path):
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(cli, ["quantize", str(onnx_exports["mlp_digits"]), "-o", str(out), "--json",
+                                      "--eval-data", str(mnist_npz["mlp", "eval"]), "--target", "arm64"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["mode"] == "dynamic" and data["target"] == "arm64" and data["settings"]["weight_type"] == "int8"
+    assert data["accuracy_drop"] <= 0.005 and data["size_after_bytes"] == out.stat().st_size
+    assert {"parity", "kept_in_float", "nodes_float", "size_ratio", "preparation"} <= set(data)

@@ -1,0 +1,99 @@
+"""`dlkit quantize`: a thin shell over `dlkit.quantize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlkit.commands import _render
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write. [default: MODEL.int8.onnx]")
+@click.option("--mode", type=click.Choice(["auto", "dynamic", "static", "fp16"]), default="auto", show_default=True,
+              help="auto: static for CNNs, dynamic for MLPs/RNNs without calibration data, static with it.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Calibration data for static int8: .npy, .npz keyed by input name, or a folder of images.")
+@click.option("--calibration-samples", type=int, default=1000, show_default=True, help="Calibration samples to use.")
+@click.option("--eval-data", type=click.Path(path_type=Path),
+              help="Inputs and labels (.npz with 'y', or class sub-folders of images) for accuracy figures.")
+@click.option("--target", type=click.Choice(["arm64", "x86-vnni", "x86-avx2", "gpu"]),
+              help="Use onnxruntime's recommended int8 type pairs for this hardware.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Calibration method.")
+@click.option("--per-tensor", is_flag=True, help="One scale per weight tensor instead of per channel.")
+@click.option("--activation-type", type=click.Choice(["int8", "uint8"]), help="[default: the target's, else int8]")
+@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), help="[default: the target's, else int8]")
+@click.option("--exclude-node", "exclude_nodes", multiple=True, metavar="NAME", help="Keep this node in float.")
+@click.option("--exclude-op-type", "exclude_op_types", multiple=True, metavar="OP", help="Keep this op type in float.")
+@click.option("--max-accuracy-drop", type=float, metavar="FRACTION",
+              help="Keep sensitive nodes in float until top-1 accuracy drops by at most this (0.01 = 1 point).")
+@click.option("--max-output-error", type=float, metavar="FRACTION",
+              help="Without labels: keep nodes in float until the outputs' relative error is at most this.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model, output, mode, calibration, calibration_samples, eval_data, target, method, per_tensor,
+            activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error, force,
+            as_json):
+    """Quantize MODEL (any valid .onnx) to int8 or fp16 and measure what it costs.
+
+    The quantized model is compared with the float one on samples held back from calibration (or the eval data,
+    or random inputs); collapsed outputs or a breached bound exit with code 4 and write no file.
+    """
+    from dlkit.quantization import quantize
+
+    with _Progress(enabled=not as_json) as progress:
+        result = quantize(
+            model, output, mode=mode, calibration=calibration, calibration_samples=calibration_samples,
+            eval_data=eval_data, target=target, method=method, per_channel=not per_tensor,
+            activation_type=activation_type, weight_type=weight_type, exclude_nodes=exclude_nodes,
+            exclude_op_types=exclude_op_types, max_accuracy_drop=max_accuracy_drop,
+            max_output_error=max_output_error, force=force, progress=progress,
+        )
+    if as_json:
+        _render.emit_json(result)
+        return
+    click.echo(f"Quantized {model} -> {result.path} ({result.mode}: {result.reason})")
+    click.echo(f"size {_render.size(result.size_before_bytes)} -> {_render.size(result.size_after_bytes)} "
+               f"({result.size_ratio:.0%}); {result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
+    if result.float_accuracy is not None:
+        click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
+                   f"drop {100 * result.accuracy_drop:.2f} points")
+    click.echo(f"\nAgainst the float model on {result.num_samples} samples ({result.check_source}); "
+               f"relative output error {result.output_error:.3g}:")
+    click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],
+                             [[p.name, p.max_abs_error, p.mean_abs_error, p.cosine_similarity] for p in result.parity]))
+    if result.kept_in_float:
+        click.echo("\nKept in float by the bound (figure after each):")
+        click.echo(_render.table(["node", "op", "SQNR dB", "figure after"],
+                                 [[k.name, k.op_type, round(k.sqnr_db, 1), k.metric_after] for k in result.kept_in_float]))
+    if result.nodes_float:
+        click.echo(f"float compute nodes: {', '.join(result.nodes_float)}")
+
+
+class _Progress:
+    """A click progress bar for calibration, shown only on a terminal and only once calibration starts."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.done = 0
+
+    def __enter__(self):
+        return self if self.enabled else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="calibrating", file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        if done < self.done:  # a new pass (the bound re-quantizes)
+            self.bar.pos = 0
+        self.bar.update(done - self.bar.pos)
+        self.done = done
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

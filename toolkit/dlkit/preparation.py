@@ -1,0 +1,104 @@
+"""Making any valid ONNX model ready for onnxruntime's quantizers, whoever exported it.
+
+- an opset older than 13 is upgraded with onnx's version converter (per-channel QDQ needs 13);
+- weights made by `Constant` nodes become initializers, and constant sub-graphs (`ConstantOfShape`, ...) are
+  folded by onnxslim, so the quantizers see weights where they look for them;
+- initializers listed among the graph inputs (old exporters) stop being inputs;
+- onnxruntime's own pre-processing (`quant_pre_process`: shape inference and graph optimization) runs last.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dlkit import _deps
+from dlkit.errors import InvalidInputError
+
+MIN_OPSET = 13
+
+
+def load_onnx(path: str | os.PathLike) -> Any:
+    """Loads and checks an ONNX file, with one-line errors for what is not one."""
+    onnx = _deps.require("onnx", "dlkit quantize")
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"model '{path}' does not exist; give an .onnx file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:  # DecodeError and friends
+        raise InvalidInputError(f"'{path}' is not an ONNX model ({type(err).__name__}); give an .onnx file") from err
+    if not model.graph.node:
+        raise InvalidInputError(f"'{path}' is not an ONNX model (it has no graph); give an .onnx file")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise InvalidInputError(f"'{path}' fails onnx.checker: {str(err).splitlines()[0]}; fix or re-export it") from err
+    return model
+
+
+def prepare(model: Any) -> tuple[Any, list[str]]:
+    """Returns the model ready to quantize and one line per change made."""
+    onnx = _deps.require("onnx", "dlkit quantize")
+    steps: list[str] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset < MIN_OPSET:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, MIN_OPSET)
+        steps.append(f"upgraded opset {opset} -> {MIN_OPSET} (IR version {model.ir_version})")
+    moved = _constants_to_initializers(model)
+    if moved:
+        steps.append(f"{moved} Constant node(s) turned into initializers")
+    dropped = _initializers_out_of_inputs(model)
+    if dropped:
+        steps.append(f"{dropped} initializer(s) removed from the graph inputs")
+    if moved or any(n.op_type == "ConstantOfShape" for n in model.graph.node):
+        onnxslim = _deps.require("onnxslim", "dlkit quantize")
+        before = len(model.graph.node)
+        model = onnxslim.slim(model)
+        steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
+    model = _ort_preprocess(onnx, model, steps)
+    return model, steps
+
+
+def _constants_to_initializers(model: Any) -> int:
+    from onnx import numpy_helper
+
+    graph = model.graph
+    moved = 0
+    for node in list(graph.node):
+        if node.op_type != "Constant" or len(node.attribute) != 1 or node.attribute[0].name != "value":
+            continue
+        tensor = numpy_helper.to_array(node.attribute[0].t)
+        graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
+        graph.node.remove(node)
+        moved += 1
+    return moved
+
+
+def _initializers_out_of_inputs(model: Any) -> int:
+    graph = model.graph
+    names = {t.name for t in graph.initializer}
+    keep = [i for i in graph.input if i.name not in names]
+    dropped = len(graph.input) - len(keep)
+    if dropped:
+        del graph.input[:]
+        graph.input.extend(keep)
+    return dropped
+
+
+def _ort_preprocess(onnx: Any, model: Any, steps: list[str]) -> Any:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(model, str(out))
+            steps.append("onnxruntime pre-processing: symbolic shape inference and graph optimization")
+        except Exception as err:  # symbolic shape inference gives up on some graphs; the rest still helps
+            quant_pre_process(model, str(out), skip_symbolic_shape=True)
+            steps.append(f"onnxruntime pre-processing without symbolic shape inference ({type(err).__name__})")
+        return onnx.load(str(out))

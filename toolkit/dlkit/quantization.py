@@ -1,0 +1,369 @@
+"""`dlkit.quantize`: int8 (dynamic, or static QDQ calibrated on real data) or fp16, with the cost measured.
+
+Every quantization ends by comparing the quantized model with the float one on samples held back from
+calibration (or the evaluation data, or random ones); outputs that collapse are an error, never a file.
+With a bound (`max_accuracy_drop`, `max_output_error`) the most sensitive nodes are kept in float until it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from dlkit import _deps, _files, parity
+from dlkit.datasources import DataSource, open_data
+from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
+from dlkit.parity import OutputParity
+from dlkit.tensors import TensorInfo
+
+MODES = ("auto", "dynamic", "static", "fp16")
+METHODS = ("minmax", "entropy", "percentile")
+TYPES = ("int8", "uint8")
+# onnxruntime's recommended (activation, weight) type pairs and options per target
+TARGETS = {
+    "x86-vnni": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
+    "x86-avx2": {"activation_type": "uint8", "weight_type": "int8", "reduce_range": True, "symmetric": False},
+    "arm64": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
+    "gpu": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
+}
+COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "GRU", "LSTM", "RNN", "Attention"}
+_HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
+_CHECK_RANDOM = 16
+
+
+@dataclass(frozen=True)
+class KeptNode:
+    """A node the accuracy bound kept in float, and what it bought.
+
+    Attributes:
+        name: the node; op_type: its operator.
+        sqnr_db: its signal-to-quantization-noise ratio when quantized (lower is more sensitive).
+        metric_after: the bounded figure (accuracy drop or output error) once it was kept in float.
+    """
+
+    name: str
+    op_type: str
+    sqnr_db: float
+    metric_after: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What `quantize` wrote and what it cost.
+
+    Attributes:
+        path: the quantized file. mode: "dynamic", "static" or "fp16"; reason: why that mode.
+        target: the preset used, if any. settings: the quantizer settings in effect.
+        nodes_quantized: compute nodes running in int8 (or fp16). nodes_float: compute nodes left in float.
+        kept_in_float: nodes the accuracy bound kept in float, in the order it kept them.
+        size_before_bytes, size_after_bytes: file sizes.
+        parity: the quantized model's outputs against the float model's on `num_samples` check samples.
+        check_source: where the check samples came from.
+        float_accuracy, quantized_accuracy, accuracy_drop: top-1 accuracy on the evaluation data, when labelled.
+        output_error: relative error of the outputs (||q - f|| / ||f||) on the check samples.
+        preparation: what was done to the model before quantizing.
+    """
+
+    path: str
+    mode: str
+    reason: str
+    target: str | None
+    settings: Mapping[str, Any]
+    nodes_quantized: int
+    nodes_float: tuple[str, ...]
+    kept_in_float: tuple[KeptNode, ...]
+    size_before_bytes: int
+    size_after_bytes: int
+    parity: tuple[OutputParity, ...]
+    num_samples: int
+    check_source: str
+    output_error: float
+    float_accuracy: float | None = None
+    quantized_accuracy: float | None = None
+    accuracy_drop: float | None = None
+    preparation: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_after_bytes / self.size_before_bytes if self.size_before_bytes else 1.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["parity"] = [p.to_dict() for p in self.parity]
+        out["kept_in_float"] = [k.to_dict() for k in self.kept_in_float]
+        out["nodes_float"] = list(self.nodes_float)
+        out["preparation"] = list(self.preparation)
+        out["settings"] = dict(self.settings)
+        out["size_ratio"] = self.size_ratio
+        return out
+
+
+def quantize(
+    model: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    mode: str = "auto",
+    calibration: str | os.PathLike | None = None,
+    eval_data: str | os.PathLike | None = None,
+    target: str | None = None,
+    per_channel: bool = True,
+    method: str = "minmax",
+    activation_type: str | None = None,
+    weight_type: str | None = None,
+    exclude_nodes: Sequence[str] = (),
+    exclude_op_types: Sequence[str] = (),
+    max_accuracy_drop: float | None = None,
+    max_output_error: float | None = None,
+    calibration_samples: int = 1000,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> QuantizeResult:
+    """Quantizes an ONNX model to int8 or fp16 and measures what it cost.
+
+    Args:
+        model: any valid `.onnx` file (dlkit's exports or others').
+        output: where to write. Defaults to MODEL.int8.onnx (or .fp16.onnx).
+        mode: "auto" (the default: static for convolutional models, dynamic for MLPs and recurrent models
+            without calibration data, static with it), "dynamic", "static" or "fp16".
+        calibration: `.npy`, `.npz` or an image folder for static calibration.
+        eval_data: `.npz` with inputs and labels `y` (or a labelled image folder) for accuracy figures.
+        target: "arm64", "x86-vnni", "x86-avx2" or "gpu": onnxruntime's recommended type pairs for it.
+        per_channel: per-channel weight scales. Defaults to True.
+        method: calibration method, "minmax", "entropy" or "percentile". Defaults to "minmax".
+        activation_type, weight_type: "int8" or "uint8". Defaults to the target's, else int8/int8.
+        exclude_nodes, exclude_op_types: nodes to keep in float, by name or op type.
+        max_accuracy_drop: the largest top-1 accuracy drop allowed (0.01 = one point); needs labelled eval_data.
+        max_output_error: the largest relative output error allowed, without labels.
+        calibration_samples: calibration samples to use at most. Defaults to 1000.
+        force: replace an existing output. progress: called with (done, total) during calibration.
+        seed: seed of random check samples.
+
+    Returns:
+        A `QuantizeResult`.
+
+    Raises:
+        InvalidInputError: a bad path, option or data (before any work). QuantizationError: the quantizers failed.
+        ToleranceError: outputs collapsed, or the bound cannot be met even with every node in float.
+
+    Example:
+        >>> r = dlkit.quantize("cnn.onnx", calibration="mnist.npz", eval_data="mnist_test.npz")
+        >>> r.mode, r.accuracy_drop < 0.005
+        ('static', True)
+    """
+    from dlkit import preparation, quantizers
+
+    started = time.perf_counter()
+    _validate(mode, method, target, activation_type, weight_type, max_accuracy_drop, max_output_error)
+    source_path = Path(model)
+    float_model = preparation.load_onnx(source_path)
+    suffix = ".fp16.onnx" if mode == "fp16" else ".int8.onnx"
+    default = source_path.with_name(source_path.name.removesuffix(".onnx") + suffix)
+    out_path = _files.output_path(output if output is not None else default, suffix=suffix, force=force)
+    if out_path.resolve() == source_path.resolve():
+        raise InvalidInputError(f"output '{out_path}' is the input model; choose another path (inputs are never overwritten)")
+    inputs = _graph_inputs(float_model)
+    metadata = _metadata(float_model)
+    calib = open_data(calibration, inputs, metadata=metadata, what="calibration data") if calibration else None
+    evaluation = open_data(eval_data, inputs, metadata=metadata, what="eval data") if eval_data else None
+    if max_accuracy_drop is not None and (evaluation is None or evaluation.labels is None):
+        raise InvalidInputError("max_accuracy_drop needs labelled eval data: --eval-data with inputs and labels 'y' "
+                                "(or use --max-output-error without labels)")
+
+    prepared, steps = preparation.prepare(float_model)
+    mode, reason = _choose_mode(mode, prepared, calib)
+    if mode == "static" and calib is None:
+        raise InvalidInputError(f"static quantization needs calibration data ({reason}); pass --calibration DATA "
+                                "(.npy, .npz or an image folder), or --mode dynamic")
+    settings = _settings(target, per_channel, method, activation_type, weight_type, mode)
+
+    calib_stop = 0 if calib is None else min(calib.count, calibration_samples)
+    check, check_source = _check_samples(calib, evaluation, inputs, calib_stop, seed)
+    if calib is not None and evaluation is None and calib.count > 1:
+        calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
+
+    quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress)
+    excluded = list(exclude_nodes)
+    candidate = quantizer.run(excluded, exclude_op_types)
+    reference = _run(prepared, check)
+    figures, error = _compare(reference, _run(candidate, check))
+    accuracy = _accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
+
+    kept: list[KeptNode] = []
+    bound, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
+    if bound is not None and metric > bound:
+        ranking = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
+        for node in ranking:
+            excluded.append(node.name)
+            candidate = quantizer.run(excluded, exclude_op_types)
+            figures, error = _compare(reference, _run(candidate, check))
+            if accuracy is not None:
+                accuracy = _accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
+            _, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
+            kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, metric))
+            if metric <= bound:
+                break
+        else:
+            raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
+                                 f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
+    _check_collapse(reference, figures, error)
+
+    _copy_metadata(float_model, candidate, mode, settings, figures)
+    data = candidate.SerializeToString()
+    _files.write_atomic(out_path, data)
+    return QuantizeResult(
+        path=str(out_path), mode=mode, reason=reason, target=target, settings=settings,
+        nodes_quantized=quantizers.count_quantized(candidate, mode),
+        nodes_float=tuple(quantizers.float_compute_nodes(candidate, mode)),
+        kept_in_float=tuple(kept), size_before_bytes=source_path.stat().st_size, size_after_bytes=len(data),
+        parity=figures, num_samples=len(next(iter(check.values()))), check_source=check_source, output_error=error,
+        float_accuracy=None if accuracy is None else accuracy[0],
+        quantized_accuracy=None if accuracy is None else accuracy[1],
+        accuracy_drop=None if accuracy is None else accuracy[0] - accuracy[1],
+        preparation=tuple(steps), seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _validate(mode, method, target, activation_type, weight_type, max_accuracy_drop, max_output_error) -> None:
+    for value, allowed, option in ((mode, MODES, "mode"), (method, METHODS, "method"),
+                                   (activation_type, TYPES, "activation type"), (weight_type, TYPES, "weight type")):
+        if value is not None and value not in allowed:
+            raise InvalidInputError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    if target is not None and target not in TARGETS:
+        raise InvalidInputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+    if target == "arm64" and weight_type == "uint8":
+        raise InvalidInputError("uint8 weights are slow or unsupported on ARM; use --weight-type int8 for arm64")
+    for value, option in ((max_accuracy_drop, "max_accuracy_drop"), (max_output_error, "max_output_error")):
+        if value is not None and not 0 <= value < 1:
+            raise InvalidInputError(f"{option} must be in [0, 1), got {value}")
+
+
+def _graph_inputs(model) -> tuple[TensorInfo, ...]:
+    from dlkit.exporting import _graph_tensors
+
+    names = {t.name for t in model.graph.initializer}
+    return _graph_tensors([i for i in model.graph.input if i.name not in names], model)
+
+
+def _metadata(model) -> dict[str, Any]:
+    meta = {}
+    for prop in model.metadata_props:
+        key = prop.key[len("dlkit."):] if prop.key.startswith("dlkit.") else prop.key
+        try:
+            meta[key] = json.loads(prop.value)
+        except ValueError:
+            meta[key] = prop.value
+    return meta
+
+
+def _choose_mode(mode: str, model, calib: DataSource | None) -> tuple[str, str]:
+    ops = {n.op_type for n in model.graph.node}
+    if mode != "auto":
+        return mode, f"{mode} was asked for"
+    if ops & {"Conv", "ConvTranspose"}:
+        return "static", ("convolutional model: static QDQ (dynamic quantization makes convolutions slower on CPU "
+                          "and ConvInteger is missing on some builds)")
+    if calib is not None:
+        return "static", "calibration data given: static QDQ quantizes activations too"
+    kind = "recurrent" if ops & {"GRU", "LSTM", "RNN", "Loop", "Scan"} else "MLP"
+    return "dynamic", f"{kind} model without calibration data: dynamic int8 weights"
+
+
+def _settings(target, per_channel, method, activation_type, weight_type, mode) -> dict[str, Any]:
+    preset = dict(TARGETS.get(target, TARGETS["x86-vnni"]))
+    settings = {
+        "per_channel": per_channel,
+        "method": method,
+        "activation_type": activation_type or preset["activation_type"],
+        "weight_type": weight_type or preset["weight_type"],
+        "reduce_range": preset["reduce_range"],
+        "symmetric": preset["symmetric"],
+    }
+    if mode == "dynamic":
+        settings.pop("method")
+    if mode == "fp16":
+        return {"keep_io_types": True}
+    return settings
+
+
+def _check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[str, np.ndarray], str]:
+    if evaluation is not None:
+        return evaluation.take(0, min(evaluation.count, 1000)), f"{evaluation.path} (eval data)"
+    if calib is not None and calib.count > 1:
+        hold = max(1, min(_HOLD_BACK, calib.count // 10))
+        return calib.take(calib.count - hold, calib.count), f"{calib.path} (last {hold} samples, held back)"
+    return parity.random_inputs(inputs, _CHECK_RANDOM, seed=seed), "random"
+
+
+def _run(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from dlkit.exporting import _batches, _session
+
+    session = _session(model)
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list] = {n: [] for n in names}
+    for batch in _batches(feeds):
+        for name, value in zip(names, session.run(names, batch)):
+            parts[name].append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
+    figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
+    num = sum(float(np.linalg.norm(got[k].astype(np.float64) - reference[k])) ** 2 for k in reference)
+    den = sum(float(np.linalg.norm(reference[k].astype(np.float64))) ** 2 for k in reference)
+    return figures, (num ** 0.5) / (den ** 0.5) if den > 0 else float(num > 0)
+
+
+def _accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None) -> tuple[float, float]:
+    from dlkit.exporting import _session
+
+    def top1(model) -> float:
+        session = _session(model)
+        name = session.get_outputs()[0].name
+        correct = 0
+        for start, batch in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
+            scores = session.run([name], batch)[0]
+            correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
+        return correct / evaluation.count
+
+    return (top1(float_model) if float_accuracy is None else float_accuracy), top1(candidate)
+
+
+def _bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:
+    if max_accuracy_drop is not None:
+        return max_accuracy_drop, accuracy[0] - accuracy[1]
+    if max_output_error is not None:
+        return max_output_error, error
+    return None, 0.0
+
+
+def _check_collapse(reference, figures, error) -> None:
+    """Constant, all-zero or far-off outputs are a broken quantization, never a file."""
+    for figure in figures:
+        ref = reference[figure.name]
+        if not np.isfinite(figure.max_abs_error):
+            raise ToleranceError(f"quantized output '{figure.name}' holds NaN or inf; keep more nodes in float "
+                                 "(--exclude-op-type) or use --mode fp16")
+        if figure.cosine_similarity < 0.5 and float(np.std(ref)) > 0:
+            raise ToleranceError(f"quantized output '{figure.name}' collapsed (cosine similarity "
+                                 f"{figure.cosine_similarity:.3f} with the float model; relative error {error:.3g}); "
+                                 "calibrate on real data, keep sensitive nodes in float or use --mode fp16")
+
+
+def _copy_metadata(source, candidate, mode, settings, figures) -> None:
+    del candidate.metadata_props[:]
+    for prop in source.metadata_props:
+        candidate.metadata_props.add(key=prop.key, value=prop.value)
+    candidate.metadata_props.add(key="dlkit.quantization", value=json.dumps(
+        {"mode": mode, "settings": dict(settings), "parity_vs_float": [f.to_dict() for f in figures]}))
