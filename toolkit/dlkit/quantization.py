@@ -362,6 +362,14 @@ def _check_collapse(reference, figures, error) -> None:
 
 
 def _copy_metadata(source, candidate, mode, settings, figures) -> None:
+    """The source's metadata plus the quantization's; dlkit as producer; only the opset domains in use."""
+    import dlkit
+
+    candidate.producer_name, candidate.producer_version = "dlkit", dlkit.__version__
+    used = {n.domain for n in candidate.graph.node} | {""}
+    keep = [o for o in candidate.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del candidate.opset_import[:]
+    candidate.opset_import.extend(keep)
     del candidate.metadata_props[:]
     for prop in source.metadata_props:
         candidate.metadata_props.add(key=prop.key, value=prop.value)
