@@ -31,6 +31,15 @@ def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
     assert result.accuracy_drop <= 0.005, result.to_dict()
     assert result.size_ratio <= 0.30
     assert result.nodes_quantized >= 5 and result.nodes_float == ()  # all three convs and both dense layers
+    # laid out for onnxruntime's channels-last int8 kernels: no Transpose is left once onnxruntime optimizes
+    assert any("channels-last" in step for step in result.preparation)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(result.path, options, providers=["CPUExecutionProvider"])
+    assert "Transpose" not in {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
     # Independently of the result's own figures: the written file through the runtime on all 10k images.
     assert _accuracy(result.path, mnist_npz["cnn", "eval"]) == pytest.approx(result.quantized_accuracy)
     assert _accuracy(onnx_exports["cnn"], mnist_npz["cnn", "eval"]) - result.quantized_accuracy <= 0.005

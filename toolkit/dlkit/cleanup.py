@@ -71,3 +71,62 @@ def _fold_flatten_transposes(model: Any) -> int:
         graph.node.remove(transpose)
         folded += 1
     return folded
+
+
+def channels_last_for_int8(model: Any) -> list[str]:
+    """Undoes, for int8, the layout choices that suit float: onnxruntime runs int8 convolutions channels-last
+    (NHWC) and cancels a Transpose only against another Transpose. So a channel-1 input `Reshape` (NHWC->NCHW)
+    becomes the equivalent `Transpose`, and a Flatten folded into NCHW-ordered weights gets back its
+    NHWC Transpose and NHWC-ordered weights. Both leave the model's function unchanged."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    shapes = {}
+    for vi in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    steps = []
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        src, dst = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not src or not dst or None in src[1:] or None in dst[1:]:
+            continue
+        users = consumers.get(node.output[0], [])
+        # 1. (N, H, W, 1) -> (N, 1, H, W) into a Conv: the same bytes, but a Transpose onnxruntime can cancel.
+        if len(src) == 4 and src[3] == 1 and dst[1:] == [1, src[1], src[2]] and users and all(
+                u.op_type == "Conv" for u in users):
+            transpose = helper.make_node("Transpose", [node.input[0]], [node.output[0]], perm=[0, 3, 1, 2],
+                                         name=node.name + "_nchw")
+            graph.node.remove(node)
+            graph.node.insert(index, transpose)
+            steps.append(f"input reshape {node.name} -> Transpose (cancels against int8 channels-last)")
+            continue
+        # 2. Flatten of an NCHW conv output into a MatMul whose weights are in NCHW order: back to NHWC order.
+        if len(src) == 4 and len(dst) == 2 and len(users) == 1 and users[0].op_type in ("MatMul", "Gemm"):
+            weight = inits.get(users[0].input[1])
+            producer = next((n for n in graph.node if node.input[0] in n.output), None)
+            if (weight is None or producer is None or producer.op_type not in ("Conv", "Relu", "MaxPool", "AveragePool")
+                    or len(consumers.get(weight.name, [])) != 1 or _gemm_transposes_b(users[0])):
+                continue
+            _, c, h, w = src
+            w_array = numpy_helper.to_array(weight)
+            if w_array.ndim != 2 or w_array.shape[0] != c * h * w:
+                continue
+            order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+            weight.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w_array[order]), weight.name))
+            nhwc = node.output[0] + "_nhwc"
+            graph.node.insert(index, helper.make_node("Transpose", [node.input[0]], [nhwc], perm=[0, 2, 3, 1],
+                                                      name=node.name + "_nhwc"))
+            node.input[0] = nhwc
+            steps.append(f"flatten {node.name} reads channels-last (weights of {users[0].name} reordered)")
+    return steps
+
+
+def _gemm_transposes_b(node) -> bool:
+    return node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)

@@ -39,8 +39,13 @@ def load_onnx(path: str | os.PathLike) -> Any:
     return model
 
 
-def prepare(model: Any) -> tuple[Any, list[str]]:
-    """Returns the model ready to quantize and one line per change made."""
+def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str]]:
+    """Returns the model ready to quantize and one line per change made.
+
+    Args:
+        model: the ONNX ModelProto (not changed).
+        channels_last: also lay out convolutional models for onnxruntime's int8 (NHWC) kernels.
+    """
     onnx = _deps.require("onnx", "dlkit quantize")
     steps: list[str] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -60,6 +65,13 @@ def prepare(model: Any) -> tuple[Any, list[str]]:
         before = len(model.graph.node)
         model = onnxslim.slim(model)
         steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
+    if channels_last:
+        from dlkit.cleanup import channels_last_for_int8
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+        steps += channels_last_for_int8(model)
     model = _ort_preprocess(onnx, model, steps)
     return model, steps
 

@@ -181,8 +181,9 @@ def quantize(
         raise InvalidInputError("max_accuracy_drop needs labelled eval data: --eval-data with inputs and labels 'y' "
                                 "(or use --max-output-error without labels)")
 
-    prepared, steps = preparation.prepare(float_model)
-    mode, reason = _choose_mode(mode, prepared, calib)
+    mode, reason = _choose_mode(mode, float_model, calib)
+    convolutional = any(n.op_type in ("Conv", "ConvTranspose") for n in float_model.graph.node)
+    prepared, steps = preparation.prepare(float_model, channels_last=mode == "static" and convolutional)
     if mode == "static" and calib is None:
         raise InvalidInputError(f"static quantization needs calibration data ({reason}); pass --calibration DATA "
                                 "(.npy, .npz or an image folder), or --mode dynamic")
