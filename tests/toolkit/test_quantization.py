@@ -198,3 +198,15 @@ def test_cli_json(onnx_exports, mnist_npz, tmp_path):
     assert data["mode"] == "dynamic" and data["target"] == "arm64" and data["settings"]["weight_type"] == "int8"
     assert data["accuracy_drop"] <= 0.005 and data["size_after_bytes"] == out.stat().st_size
     assert {"parity", "kept_in_float", "nodes_float", "size_ratio", "preparation"} <= set(data)
+
+
+def test_image_folder_calibration_resized_and_scaled(model_files, mnist_test, mnist_npz, tmp_path):
+    from PIL import Image
+
+    onnx_path = dlkit.export(model_files["cnn", "keras"], tmp_path / "cnn.onnx", preprocessing={"scale": 1 / 255}).path
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(mnist_test[0][-200:]):  # 32x32 PNGs: the folder reader resizes them to 28x28
+        Image.fromarray(image).resize((32, 32), Image.BILINEAR).save(folder / f"{i:03d}.png")
+    result = dlkit.quantize(onnx_path, tmp_path / "q.onnx", calibration=folder, eval_data=mnist_npz["cnn", "eval"])
+    assert result.mode == "static" and result.accuracy_drop <= 0.005, result.to_dict()
