@@ -7,11 +7,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlkit import _deps, _files, parity
+from dlkit import _deps, _files, parity, sessions
 from dlkit.errors import ConversionError, InvalidInputError, ToleranceError
 from dlkit.parity import OutputParity
 from dlkit.tensors import TensorInfo, parse_input_spec, parse_renames
@@ -19,7 +19,6 @@ from dlkit.tensors import TensorInfo, parse_input_spec, parse_renames
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
 DEFAULT_NUM_SAMPLES = 16
-_BATCH = 64  # samples per run when computing reference and ONNX outputs
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,8 @@ def export(
     return ExportResult(
         path=str(out_path),
         source=source.description,
-        inputs=_graph_tensors(onnx_model.graph.input, onnx_model),
-        outputs=_graph_tensors(onnx_model.graph.output, onnx_model),
+        inputs=sessions.graph_tensors(onnx_model.graph.input),
+        outputs=sessions.graph_tensors(onnx_model.graph.output),
         opset=opset,
         parity=figures,
         atol=atol,
@@ -258,17 +257,11 @@ def _token_range(source) -> int:
     return min(sizes, default=10)
 
 
-def _batches(samples: Mapping[str, np.ndarray]) -> Iterable[dict[str, np.ndarray]]:
-    count = len(next(iter(samples.values())))
-    for start in range(0, count, _BATCH):
-        yield {k: v[start:start + _BATCH] for k, v in samples.items()}
-
-
 def _run_reference(source, inputs, samples, renames) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     parts: dict[str, list] = {}
-    for batch in _batches(samples):
+    for batch in sessions.batches(samples):
         out = source.call(*[tf.constant(batch[i.name]) for i in inputs])
         for name, value in out.items():
             parts.setdefault(renames.get(name, name), []).append(np.asarray(value))
@@ -325,23 +318,8 @@ def _check_converted(model: Any, source) -> Any:
     return model
 
 
-def _session(model: Any):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def _parity_or_raise(model, feeds, reference, atol, *, stage) -> tuple[OutputParity, ...]:
-    session = _session(model)
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list] = {n: [] for n in names}
-    for batch in _batches(feeds):
-        for name, value in zip(names, session.run(names, batch)):
-            parts[name].append(value)
-    got = {k: np.concatenate(v) for k, v in parts.items()}
-    figures = parity.compare(reference, got)
+    figures = parity.compare(reference, sessions.run(model, feeds))
     worst = max(figures, key=lambda p: p.max_abs_error)
     if not worst.max_abs_error <= atol:  # also catches NaN
         raise ToleranceError(
@@ -396,15 +374,3 @@ def _layout(info: TensorInfo) -> str:
     if np.dtype(info.dtype).kind in "iu" and len(info.shape) == 2:
         return "NT (token ids)"
     return {2: "NC", 3: "NTC", 4: "NHWC", 5: "NDHWC"}.get(len(info.shape), "N...")
-
-
-def _graph_tensors(values, model) -> tuple[TensorInfo, ...]:
-    import onnx
-
-    out = []
-    for value in values:
-        tensor = value.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        out.append(TensorInfo(value.name, dtype, dims))
-    return tuple(out)

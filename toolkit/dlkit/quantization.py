@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from dlkit import _deps, _files, parity
+from dlkit import _files, parity, sessions
 from dlkit.datasources import DataSource, open_data
-from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
+from dlkit.errors import InvalidInputError, ToleranceError
 from dlkit.parity import OutputParity
-from dlkit.tensors import TensorInfo
 
 MODES = ("auto", "dynamic", "static", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
@@ -173,7 +171,7 @@ def quantize(
     out_path = _files.output_path(output if output is not None else default, suffix=suffix, force=force)
     if out_path.resolve() == source_path.resolve():
         raise InvalidInputError(f"output '{out_path}' is the input model; choose another path (inputs are never overwritten)")
-    inputs = _graph_inputs(float_model)
+    inputs = sessions.graph_inputs(float_model)
     metadata = _metadata(float_model)
     calib = open_data(calibration, inputs, metadata=metadata, what="calibration data") if calibration else None
     evaluation = open_data(eval_data, inputs, metadata=metadata, what="eval data") if eval_data else None
@@ -197,8 +195,8 @@ def quantize(
     quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress)
     excluded = list(exclude_nodes)
     candidate = quantizer.run(excluded, exclude_op_types)
-    reference = _run(prepared, check)
-    figures, error = _compare(reference, _run(candidate, check))
+    reference = sessions.run(prepared, check)
+    figures, error = _compare(reference, sessions.run(candidate, check))
     accuracy = _accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
 
     kept: list[KeptNode] = []
@@ -208,7 +206,7 @@ def quantize(
         for node in ranking:
             excluded.append(node.name)
             candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = _compare(reference, _run(candidate, check))
+            figures, error = _compare(reference, sessions.run(candidate, check))
             if accuracy is not None:
                 accuracy = _accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
             _, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
@@ -248,13 +246,6 @@ def _validate(mode, method, target, activation_type, weight_type, max_accuracy_d
     for value, option in ((max_accuracy_drop, "max_accuracy_drop"), (max_output_error, "max_output_error")):
         if value is not None and not 0 <= value < 1:
             raise InvalidInputError(f"{option} must be in [0, 1), got {value}")
-
-
-def _graph_inputs(model) -> tuple[TensorInfo, ...]:
-    from dlkit.exporting import _graph_tensors
-
-    names = {t.name for t in model.graph.initializer}
-    return _graph_tensors([i for i in model.graph.input if i.name not in names], model)
 
 
 def _metadata(model) -> dict[str, Any]:
@@ -307,18 +298,6 @@ def _check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[st
     return parity.random_inputs(inputs, _CHECK_RANDOM, seed=seed), "random"
 
 
-def _run(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from dlkit.exporting import _batches, _session
-
-    session = _session(model)
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list] = {n: [] for n in names}
-    for batch in _batches(feeds):
-        for name, value in zip(names, session.run(names, batch)):
-            parts[name].append(value)
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
 def _compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
     figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
     num = sum(float(np.linalg.norm(got[k].astype(np.float64) - reference[k])) ** 2 for k in reference)
@@ -327,10 +306,8 @@ def _compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
 
 
 def _accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None) -> tuple[float, float]:
-    from dlkit.exporting import _session
-
     def top1(model) -> float:
-        session = _session(model)
+        session = sessions.session(model)
         name = session.get_outputs()[0].name
         correct = 0
         for start, batch in zip(range(0, evaluation.count, 256), evaluation.batches(256)):

@@ -160,7 +160,7 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
     """
     from onnx import helper, numpy_helper
 
-    from dlkit.exporting import _session
+    from dlkit.sessions import session
 
     inits = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
     float_inits = {t.name: numpy_helper.to_array(t) for t in float_model.graph.initializer}
@@ -174,9 +174,9 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
     for name in activations:
         if name in produced and name not in known and name not in float_inits:
             probe.graph.output.append(helper.make_tensor_value_info(name, 1, None))
-    session = _session(probe)
-    names = [o.name for o in session.get_outputs()]
-    values = dict(zip(names, session.run(names, {k: v[:64] for k, v in feeds.items()})))
+    probe_session = session(probe)
+    names = [o.name for o in probe_session.get_outputs()]
+    values = dict(zip(names, probe_session.run(names, {k: v[:64] for k, v in feeds.items()})))
     values.update(float_inits)
 
     def sqnr(dq_node) -> float | None:

@@ -1,0 +1,57 @@
+"""Running an in-memory ONNX model for dlkit's own checks: a quiet CPU session, batched runs, tensor infos."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from dlkit.tensors import TensorInfo
+
+BATCH = 64  # samples per run when comparing models
+
+
+def session(model: Any):
+    """A CPU `InferenceSession` for a ModelProto, with onnxruntime's logging limited to errors."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def batches(samples: Mapping[str, np.ndarray], size: int = BATCH) -> Iterable[dict[str, np.ndarray]]:
+    """Slices of `size` samples along the first axis of every array."""
+    count = len(next(iter(samples.values())))
+    for start in range(0, count, size):
+        yield {k: v[start:start + size] for k, v in samples.items()}
+
+
+def run(model: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All outputs of a ModelProto on `feeds`, run in batches and concatenated, keyed by output name."""
+    sess = session(model)
+    names = [o.name for o in sess.get_outputs()]
+    parts: dict[str, list] = {n: [] for n in names}
+    for batch in batches(feeds):
+        for name, value in zip(names, sess.run(names, batch)):
+            parts[name].append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def graph_tensors(values) -> tuple[TensorInfo, ...]:
+    """`TensorInfo`s of graph inputs or outputs (ValueInfoProtos)."""
+    import onnx
+
+    out = []
+    for value in values:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        out.append(TensorInfo(value.name, dtype, dims))
+    return tuple(out)
+
+
+def graph_inputs(model: Any) -> tuple[TensorInfo, ...]:
+    """The inputs a caller feeds: graph inputs that are not initializers."""
+    names = {t.name for t in model.graph.initializer}
+    return graph_tensors([i for i in model.graph.input if i.name not in names])
