@@ -189,3 +189,41 @@ def mnist_npz(mnist_test, tmp_path_factory):
         return path
 
     return _Lazy(build)
+
+
+@pytest.fixture(scope="session")
+def cnn_int8(onnx_exports, mnist_npz, tmp_path_factory):
+    """The sample CNN's export quantized once to static int8, calibrated on 1000 real MNIST training images."""
+    import dlkit
+
+    path = tmp_path_factory.mktemp("int8") / "cnn.int8.onnx"
+    return Path(dlkit.quantize(onnx_exports["cnn"], path, calibration=mnist_npz["cnn", "calib"]).path)
+
+
+@pytest.fixture(scope="session")
+def cnn_damaged(onnx_exports, tmp_path_factory):
+    """The sample CNN's float export with noise added to its last layer's weights (seeded): a broken candidate."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_exports["cnn"]))
+    weights = {t.name: t for t in model.graph.initializer}
+    last = next(n for n in reversed(model.graph.node) if n.op_type in ("Gemm", "MatMul") and n.input[1] in weights)
+    tensor = weights[last.input[1]]
+    array = numpy_helper.to_array(tensor)
+    noisy = array + np.random.default_rng(0).normal(0, 1.0 * float(array.std()), array.shape).astype(array.dtype)
+    tensor.CopyFrom(numpy_helper.from_array(noisy, tensor.name))
+    path = tmp_path_factory.mktemp("damaged") / "cnn.damaged.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cnn_verification(onnx_exports, cnn_int8, cnn_damaged, mnist_npz, tmp_path_factory):
+    """`dlkit.verify` of the trained Keras CNN against its float, int8 and damaged ONNX files on the 10k MNIST
+    test images, once per session (default thresholds), with its HTML report."""
+    import dlkit
+
+    report = tmp_path_factory.mktemp("verify") / "report.html"
+    return dlkit.verify(TRAINED / "cnn.keras", [onnx_exports["cnn"], cnn_int8, cnn_damaged],
+                        mnist_npz["cnn", "eval"], report=report)

@@ -25,19 +25,25 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from dlkit.benchmark import BenchResult, bench
+    from dlkit.bundling import BundleResult, bundle
     from dlkit.exporting import ExportResult, export
     from dlkit.inspection import InspectResult, inspect
     from dlkit.quantization import QuantizeResult, quantize
+    from dlkit.verification import VerifyResult, verify
 
 _LAZY = {
     "export": "dlkit.exporting",
     "ExportResult": "dlkit.exporting",
     "bench": "dlkit.benchmark",
     "BenchResult": "dlkit.benchmark",
+    "bundle": "dlkit.bundling",
+    "BundleResult": "dlkit.bundling",
     "inspect": "dlkit.inspection",
     "InspectResult": "dlkit.inspection",
     "quantize": "dlkit.quantization",
     "QuantizeResult": "dlkit.quantization",
+    "verify": "dlkit.verification",
+    "VerifyResult": "dlkit.verification",
 }
 
 
@@ -52,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BenchResult",
+    "BundleResult",
     "ConversionError",
     "DlkitError",
     "ExportResult",
@@ -65,9 +72,12 @@ __all__ = [
     "ShapeMismatchError",
     "ToleranceError",
     "UnsafeModelError",
+    "VerifyResult",
     "__version__",
     "bench",
+    "bundle",
     "export",
     "inspect",
     "quantize",
+    "verify",
 ]

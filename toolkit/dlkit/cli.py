@@ -16,6 +16,8 @@ _COMMANDS = {
     "run": "Run an ONNX model on a .npy, .npz or 8-bit .png input.",
     "bench": "Time an ONNX model: cold start, latency percentiles, throughput, peak memory.",
     "inspect": "Describe an ONNX model: tensors, ops, parameters, metadata, quantization, placement.",
+    "bundle": "Bundle an ONNX model with the runtime for a Raspberry Pi or another device.",
+    "verify": "Compare ONNX candidates with a Keras or ONNX reference on data: figures, thresholds, a report.",
 }
 
 
@@ -47,9 +49,11 @@ def cli() -> None:
     Stages:
       export    Keras (.keras, .h5, SavedModel) -> ONNX, with a parity check
       quantize  ONNX -> int8 (dynamic or static QDQ) or fp16, with the accuracy cost measured
+      verify    accuracy parity of Keras, ONNX and quantized models on real data, with an HTML report
       run       ONNX model + .npy/.npz/.png input -> outputs (and top-k classes)
       bench     latency, throughput, cold start and memory of an ONNX model here
       inspect   what an ONNX file holds and where its ops run
+      bundle    ONNX -> a folder (or .tar.gz) to copy to a Raspberry Pi: install, then predict
     Run 'dlkit COMMAND --help' for a command's options.
     """
 

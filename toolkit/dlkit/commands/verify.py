@@ -1,0 +1,106 @@
+"""`dlkit verify`: a thin shell over `dlkit.verify`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dlkit.commands import _render
+from dlkit.errors import ToleranceError
+
+
+@click.command("verify")
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Inputs (.npy, .npz keyed by input name with optional labels 'y', or class sub-folders of images).")
+@click.option("--random", "random_samples", type=int, metavar="N", help="Compare on N random samples instead of data.")
+@click.option("--atol", type=float, help="Largest absolute error allowed on any output. [default: not checked]")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+              help="Smallest top-1 agreement with the reference allowed (classifier outputs).")
+@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True, metavar="FRACTION",
+              help="Largest top-1 accuracy drop allowed with labelled data (0.01 = 1 point).")
+@click.option("--max-samples", type=int, help="Compare at most this many samples. [default: all]")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per run.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write an HTML report here.")
+@click.option("--custom-objects", type=click.Path(path_type=Path),
+              help="A Python file that registers the custom classes a Keras reference needs.")
+@click.option("--no-safe-mode", is_flag=True, help="Allow a Keras reference's Lambda layers to load (trusted files).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(reference, candidates, data, random_samples, atol, min_agreement, max_accuracy_drop, max_samples,
+            batch_size, report, custom_objects, no_safe_mode, as_json):
+    """Compare CANDIDATE ONNX models (float, int8, fp16) with REFERENCE (Keras or ONNX) on the same data.
+
+    Prints the figures per candidate and output; a figure outside a threshold exits with code 4 and names it.
+    """
+    from dlkit.commands.export import _load_custom_objects
+    from dlkit.verification import verify
+
+    with _Progress(enabled=not as_json) as progress:
+        result = verify(
+            reference, list(candidates), data, random=random_samples, atol=atol, min_agreement=min_agreement,
+            max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size, report=report,
+            safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), progress=progress,
+        )
+    if as_json:
+        _render.emit_json(result)
+    else:
+        _print(result)
+    if not result.passed:
+        breaches = result.breaches
+        raise ToleranceError(f"{len(breaches)} figure(s) outside the thresholds: "
+                             + "; ".join(b.message for b in breaches))
+
+
+def _print(result) -> None:
+    click.echo(f"Verified against {result.reference} on {result.num_samples} samples ({result.data}), "
+               f"{result.seconds:.1f} s")
+    rows = []
+    for c in result.candidates:
+        for o in c.outputs:
+            rows.append([Path(c.path).name, c.kind, o.name, o.max_abs_error, o.mean_abs_error, o.relative_error,
+                         o.cosine_similarity, _pct(o.top1_agreement), _pct(o.top5_agreement),
+                         _pct(o.candidate_accuracy), "-" if o.accuracy_drop is None else f"{100 * o.accuracy_drop:+.2f}"])
+    click.echo(_render.table(["candidate", "kind", "output", "max abs error", "mean abs error", "rel error", "cosine",
+                              "top-1 agree", "top-5 agree", "accuracy", "drop (pts)"], rows))
+    accuracy = next((o.reference_accuracy for c in result.candidates for o in c.outputs
+                     if o.reference_accuracy is not None), None)
+    if accuracy is not None:
+        click.echo(f"reference accuracy {_pct(accuracy)}")
+    for c in result.candidates:
+        if c.nodes:
+            worst = ", ".join(f"{n.name} ({n.sqnr_db:.1f} dB)" for n in c.nodes[:3])
+            click.echo(f"{Path(c.path).name}: lowest-SQNR quantized nodes: {worst}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.report:
+        click.echo(f"report: {result.report}")
+    click.echo("PASSED" if result.passed else "FAILED")
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class _Progress:
+    """A click progress bar on stderr over the samples compared."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        return self if self.enabled else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="verifying", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

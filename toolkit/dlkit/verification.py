@@ -1,0 +1,359 @@
+"""`dlkit.verify`: accuracy parity of a reference model (Keras or ONNX) and ONNX candidates on the same data.
+
+Every figure is computed incrementally, batch by batch: running maxima and sums (means, cosine, relative error),
+agreement and confusion counts, a fixed-bin histogram of per-sample error and a small heap of the samples that
+disagree most. Memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from dlkit.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, WorstSample: re-exported)
+    HISTOGRAM_EDGES, WORST_SAMPLES, OutputFigures, RunningFigures, WorstSample,
+)
+from dlkit.errors import InvalidInputError, ShapeMismatchError
+from dlkit.tensors import TensorInfo
+
+TOP_NODES = 10
+_SQNR_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One figure outside its threshold.
+
+    Attributes:
+        candidate: the candidate's path. output: the output's name. figure: the figure's name (`max_abs_error`,
+        `top1_agreement`, `accuracy_drop`). limit: the threshold. value: the measured figure.
+    """
+
+    candidate: str
+    output: str
+    figure: str
+    limit: float
+    value: float
+
+    @property
+    def message(self) -> str:
+        word = "below" if self.figure == "top1_agreement" else "above"
+        return (f"{Path(self.candidate).name} output '{self.output}': {self.figure} {self.value:.6g} is {word} "
+                f"the limit {self.limit:g} by {abs(self.value - self.limit):.4g}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "message": self.message}
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """A quantized node and the signal-to-quantization-noise ratio of its int8 inputs (lower loses more)."""
+
+    name: str
+    op_type: str
+    sqnr_db: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's figures. kind: "float", "int8" or "fp16". nodes: its least accurate quantized nodes."""
+
+    path: str
+    kind: str
+    outputs: tuple[OutputFigures, ...]
+    nodes: tuple[NodeError, ...] = ()
+    breaches: tuple[Breach, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "passed": self.passed,
+                "outputs": [o.to_dict() for o in self.outputs], "nodes": [n.to_dict() for n in self.nodes],
+                "breaches": [b.to_dict() for b in self.breaches]}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What `verify` measured.
+
+    Attributes:
+        reference: the reference model (a path, or a Keras model's description). data: where samples came from.
+        num_samples: samples compared. inputs: the models' inputs. candidates: figures per candidate.
+        thresholds: the limits checked. passed: no figure breached them. breaches: those that did.
+        class_names: class labels from the model's metadata or the image folder. report: the HTML file written.
+        notes: what was skipped and why. seconds: wall time.
+    """
+
+    reference: str
+    data: str
+    num_samples: int
+    inputs: tuple[TensorInfo, ...]
+    candidates: tuple[CandidateResult, ...]
+    thresholds: Mapping[str, float | None]
+    class_names: tuple[str, ...] | None = None
+    report: str | None = None
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def breaches(self) -> tuple[Breach, ...]:
+        return tuple(b for c in self.candidates for b in c.breaches)
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "data": self.data, "num_samples": self.num_samples,
+                "inputs": [i.to_dict() for i in self.inputs], "passed": self.passed,
+                "breaches": [b.to_dict() for b in self.breaches], "thresholds": dict(self.thresholds),
+                "candidates": [c.to_dict() for c in self.candidates],
+                "class_names": None if self.class_names is None else list(self.class_names),
+                "report": self.report, "notes": list(self.notes), "seconds": self.seconds}
+
+
+def verify(
+    reference: Any,
+    candidates: str | os.PathLike | Sequence[str | os.PathLike],
+    data: str | os.PathLike | None = None,
+    *,
+    random: int | None = None,
+    atol: float | None = None,
+    min_agreement: float | None = 0.99,
+    max_accuracy_drop: float | None = 0.01,
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    report: str | os.PathLike | None = None,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> VerifyResult:
+    """Runs a reference and ONNX candidates on the same samples and measures how far each candidate is.
+
+    Args:
+        reference: a Keras model (`.keras`, `.h5`, a SavedModel folder or a `keras.Model`) or an `.onnx` file.
+        candidates: one or more `.onnx` files (float, int8 or fp16) with the reference's output names.
+        data: `.npy`, `.npz` (inputs by name, labels under `y`) or a folder of images in class sub-folders.
+        random: compare on this many random samples instead of `data`.
+        atol: the largest absolute error allowed on any output. Defaults to None: not checked.
+        min_agreement: the smallest top-1 agreement allowed on classifier outputs. Defaults to 0.99.
+        max_accuracy_drop: the largest top-1 accuracy drop allowed with labelled data (0.01 = one point).
+            Defaults to 0.01.
+        max_samples: compare at most this many samples. Defaults to None: all.
+        batch_size: samples per run. Defaults to 256.
+        report: write an HTML report here. Defaults to None.
+        safe_mode, custom_objects: as in `dlkit.export`, for a Keras reference.
+        progress: called with (samples done, total) after each batch.
+        seed: seed of random samples.
+
+    Returns:
+        A `VerifyResult`; a breached threshold gives `passed=False` and `breaches`, never an exception.
+
+    Raises:
+        InvalidInputError: a missing model or data, data that does not fit the inputs, a bad option.
+        ShapeMismatchError: output names or shapes differ between the reference and a candidate.
+
+    Example:
+        >>> r = dlkit.verify("cnn.keras", ["cnn.onnx", "cnn.int8.onnx"], "mnist_test.npz")
+        >>> r.passed, r.candidates[0].outputs[0].top1_agreement
+        (True, 1.0)
+    """
+    from dlkit_runtime import Model
+
+    started = time.perf_counter()
+    paths = [Path(candidates)] if isinstance(candidates, (str, os.PathLike)) else [Path(c) for c in candidates]
+    _validate(paths, data, random, atol, min_agreement, max_accuracy_drop, batch_size, max_samples)
+    models = [Model(p, threads=None) for p in paths]
+    inputs = models[0].inputs
+    for path, model in zip(paths[1:], models[1:]):
+        if {i.name for i in model.inputs} != {i.name for i in inputs}:
+            raise ShapeMismatchError(f"candidate '{path}' takes inputs {[i.name for i in model.inputs]}, "
+                                     f"'{paths[0]}' takes {[i.name for i in inputs]}; candidates must share inputs")
+    ref_name, run_reference = _reference(reference, inputs, safe_mode, custom_objects)
+    source, data_name = _data(data, random, inputs, models[0].metadata, batch_size, seed, max_samples)
+
+    probe = next(source.batches(2))  # names and shapes before any heavy work
+    expected = run_reference(probe)
+    for path, model in zip(paths, models):
+        _check_outputs(path, expected, model.predict(probe))
+    classifier = [n for n, v in expected.items() if v.ndim == 2 and v.shape[1] >= 2]
+    labelled = source.labels is not None and bool(classifier)
+    width = expected[classifier[0]].shape[1] if classifier else 0
+    class_names = models[0].labels or (source.class_names if source.class_names and
+                                       len(source.class_names) == width else None)
+    stats = [{n: RunningFigures(n, v.shape[1] if n in classifier else 0, n == (classifier or list(expected))[0],
+                        labelled and n == classifier[0]) for n, v in expected.items()} for _ in models]
+
+    done = 0
+    for batch in source.batches(batch_size):
+        ref = run_reference(batch)
+        labels = source.labels[done:done + len(next(iter(ref.values())))] if source.labels is not None else None
+        for model, per_output in zip(models, stats):
+            got = model.predict(batch)
+            for name, stat in per_output.items():
+                stat.update(ref[name], got[name], done, batch, labels)
+        done += len(next(iter(ref.values())))
+        if progress is not None:
+            progress(done, source.count)
+
+    limits = {"atol": atol, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop if labelled else None}
+    notes: list[str] = []
+    results = []
+    for path, per_output in zip(paths, stats):
+        outputs = tuple(s.figures() for s in per_output.values())
+        kind, nodes = _quantized_nodes(path, reference, paths, probe if source.count < _SQNR_SAMPLES else
+                                       source.take(0, _SQNR_SAMPLES), notes)
+        results.append(CandidateResult(str(path), kind, outputs, nodes, _breaches(str(path), outputs, limits)))
+    result = VerifyResult(ref_name, data_name, done, tuple(inputs), tuple(results), limits, class_names,
+                          None if report is None else str(report), tuple(notes),
+                          round(time.perf_counter() - started, 3))
+    if report is not None:
+        from dlkit import report as _report
+
+        _report.write(result, report)
+    return result
+
+
+def _validate(paths, data, random, atol, min_agreement, max_accuracy_drop, batch_size, max_samples) -> None:
+    if not paths:
+        raise InvalidInputError("no candidate given; pass one or more .onnx files to compare with the reference")
+    for path in paths:
+        if not path.is_file() or path.suffix.lower() != ".onnx":
+            raise InvalidInputError(f"candidate '{path}' is not an .onnx file; candidates are ONNX models "
+                                    "(export a Keras model with dlkit export first)")
+    if (data is None) == (random is None):
+        raise InvalidInputError("give either data (.npy, .npz or an image folder) or random=N samples, not "
+                                f"{'both' if data is not None else 'neither'}")
+    for value, name in ((random, "random"), (batch_size, "batch_size"), (max_samples, "max_samples")):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    for value, name in ((atol, "atol"), (min_agreement, "min_agreement"), (max_accuracy_drop, "max_accuracy_drop")):
+        if value is not None and not (value >= 0 and (name == "atol" or value <= 1)):
+            raise InvalidInputError(f"{name} must be {'>= 0' if name == 'atol' else 'in [0, 1]'}, got {value}")
+
+
+def _reference(reference, inputs, safe_mode, custom_objects) -> tuple[str, Callable[[dict], dict]]:
+    """A name for the reference and a function from a feed dict to named numpy outputs."""
+    if isinstance(reference, (str, os.PathLike)) and Path(reference).suffix.lower() == ".onnx":
+        from dlkit_runtime import Model
+
+        model = Model(reference)
+        if {i.name for i in model.inputs} != {i.name for i in inputs}:
+            raise ShapeMismatchError(f"reference '{reference}' takes inputs {[i.name for i in model.inputs]}, the "
+                                     f"candidates take {[i.name for i in inputs]}")
+        return str(reference), model.predict
+    from dlkit.loading import load
+
+    source = load(reference, safe_mode=safe_mode, custom_objects=custom_objects)
+    missing = [i.name for i in source.inputs if i.name not in {c.name for c in inputs}]
+    if missing:
+        raise ShapeMismatchError(f"the reference {source.description} takes inputs {[i.name for i in source.inputs]},"
+                                 f" the candidates take {[i.name for i in inputs]}; export with --rename to match")
+    import tensorflow as tf
+
+    def run(batch: dict) -> dict:
+        out = source.call(*[tf.constant(batch[i.name]) for i in source.inputs])
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    return str(reference) if isinstance(reference, (str, os.PathLike)) else source.description, run
+
+
+class _Random:
+    """Random samples generated batch by batch (a fresh seed per batch), with the DataSource interface."""
+
+    labels = None
+    class_names = None
+
+    def __init__(self, inputs, count, seed):
+        self.inputs, self.count, self.seed = inputs, count, seed
+
+    def batches(self, batch_size: int):
+        from dlkit.parity import random_inputs
+
+        for index, first in enumerate(range(0, self.count, batch_size)):
+            yield random_inputs(self.inputs, min(batch_size, self.count - first), seed=self.seed + index)
+
+    def take(self, start: int, stop: int) -> dict:
+        return next(self.batches(stop - start))
+
+
+def _data(data, random, inputs, metadata, batch_size, seed, max_samples):
+    if random is not None:
+        count = random if max_samples is None else min(random, max_samples)
+        return _Random(inputs, count, seed), f"random ({count} samples)"
+    from dlkit.datasources import open_data
+
+    source = open_data(data, inputs, metadata=metadata, what="data")
+    if max_samples is not None and max_samples < source.count:
+        source.count = max_samples
+    return source, str(data)
+
+
+def _check_outputs(path, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> None:
+    from dlkit.parity import compare
+
+    try:
+        compare(reference, candidate)
+    except ShapeMismatchError as err:
+        raise ShapeMismatchError(f"candidate '{path}': {err}; the reference and candidates must have the same "
+                                 "outputs (rename them at export with --rename)") from None
+
+
+def _breaches(path: str, outputs: Sequence[OutputFigures], limits: Mapping[str, float | None]) -> tuple[Breach, ...]:
+    found = []
+    for o in outputs:
+        if limits["atol"] is not None and not o.max_abs_error <= limits["atol"]:
+            found.append(Breach(path, o.name, "max_abs_error", limits["atol"], o.max_abs_error))
+        if limits["min_agreement"] is not None and o.top1_agreement is not None \
+                and o.top1_agreement < limits["min_agreement"]:
+            found.append(Breach(path, o.name, "top1_agreement", limits["min_agreement"], o.top1_agreement))
+        if limits["max_accuracy_drop"] is not None and o.accuracy_drop is not None \
+                and o.accuracy_drop > limits["max_accuracy_drop"]:
+            found.append(Breach(path, o.name, "accuracy_drop", limits["max_accuracy_drop"], o.accuracy_drop))
+    return tuple(found)
+
+
+def _quantized_nodes(path: Path, reference, paths, feeds, notes: list[str]) -> tuple[str, tuple[NodeError, ...]]:
+    """The candidate's kind, and for a QDQ int8 candidate its quantized nodes with the lowest SQNR."""
+    import onnx
+
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} or any(o.endswith("Integer") for o in ops):
+        kind = "int8"
+    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        kind = "fp16"
+    else:
+        return "float", ()
+    if "DequantizeLinear" not in ops:
+        return kind, ()
+    floats = [Path(reference)] if isinstance(reference, (str, os.PathLike)) and \
+        Path(reference).suffix.lower() == ".onnx" else []
+    floats += [p for p in paths if p != path]
+    for candidate in floats:
+        float_model = onnx.load(str(candidate))
+        if any(n.op_type in ("DequantizeLinear", "DynamicQuantizeLinear") for n in float_model.graph.node):
+            continue
+        try:
+            from dlkit import preparation, quantizers
+
+            prepared, _ = preparation.prepare(float_model)
+            ranked = quantizers.rank_sensitive_nodes(prepared, model, feeds, already=())
+        except Exception as err:  # a ranking failure must not hide the figures
+            notes.append(f"per-node SQNR of {path.name} failed ({type(err).__name__}: {str(err)[:120]})")
+            return kind, ()
+        return kind, tuple(NodeError(n.name, n.op_type, n.sqnr_db) for n in ranked[:TOP_NODES])
+    notes.append(f"no float ONNX model to rank {path.name}'s nodes against; pass the float export as a reference "
+                 "or another candidate for per-node SQNR")
+    return kind, ()
