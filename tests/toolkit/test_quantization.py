@@ -210,3 +210,20 @@ def test_image_folder_calibration_resized_and_scaled(model_files, mnist_test, mn
         Image.fromarray(image).resize((32, 32), Image.BILINEAR).save(folder / f"{i:03d}.png")
     result = dlkit.quantize(onnx_path, tmp_path / "q.onnx", calibration=folder, eval_data=mnist_npz["cnn", "eval"])
     assert result.mode == "static" and result.accuracy_drop <= 0.005, result.to_dict()
+
+
+def test_image_folder_labels_by_class_name(tmp_path):
+    from PIL import Image
+
+    from dlkit.datasources import open_data
+    from dlkit.tensors import TensorInfo
+
+    info = (TensorInfo("pixels", "float32", (None, 4, 4, 1)),)
+    for digit in ("3", "7"):  # classes 0-2 and 4-6 have no folder: the numbers still mean the digits
+        (tmp_path / digit).mkdir()
+        Image.fromarray(np.full((4, 4), int(digit), np.uint8)).save(tmp_path / digit / "a.png")
+    source = open_data(tmp_path, info, metadata={"preprocessing": {"scale": 1.0}})
+    assert list(source.labels) == [3, 7]
+    named = open_data(tmp_path, info, metadata={"preprocessing": {"scale": 1.0}, "labels": ["x", "7", "3"]})
+    assert list(named.labels) == [2, 1]
+    assert named.take(0, 2)["pixels"][:, 0, 0, 0].tolist() == [3.0, 7.0]

@@ -164,7 +164,7 @@ def _image_folder(path: Path, inputs, metadata, what) -> DataSource:
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
     labels = None
     if classes and all(p.parent != path for p in files):
-        index = {name: i for i, name in enumerate(classes)}
+        index = _class_index(classes, metadata.get("labels"))
         labels = np.array([index[p.relative_to(path).parts[0]] for p in files], np.int64)
     info = inputs[0]
 
@@ -173,6 +173,16 @@ def _image_folder(path: Path, inputs, metadata, what) -> DataSource:
         return {info.name: np.stack(batch)}
 
     return DataSource(path, inputs, len(files), labels, read, tuple(classes) if labels is not None else None)
+
+
+def _class_index(classes: list[str], labels: Any) -> dict[str, int]:
+    """Class folder -> label index: by the model's labels when they name every folder, by the folder's number
+    when all are numbers (a missing class shifts nothing), else by sorted name."""
+    if isinstance(labels, list) and all(name in labels for name in classes):
+        return {name: labels.index(name) for name in classes}
+    if all(name.isdigit() for name in classes):
+        return {name: int(name) for name in classes}
+    return {name: i for i, name in enumerate(classes)}
 
 
 def _decode(path: Path, info: TensorInfo, metadata) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -86,7 +87,7 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label="calibrating", file=click.get_text_stream("stderr"))
+            self.bar = click.progressbar(length=total, label="calibrating", file=sys.stderr)
             self.bar.__enter__()
         if done < self.done:  # a new pass (the bound re-quantizes)
             self.bar.pos = 0
