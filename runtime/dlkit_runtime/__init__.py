@@ -9,6 +9,7 @@ It imports only the standard library, numpy and onnxruntime, so it can be copied
 
 from dlkit_runtime.errors import (
     DlkitError,
+    IntegrityError,
     InvalidInputError,
     MissingDependencyError,
     ParityError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PROVIDERS",
     "DlkitError",
+    "IntegrityError",
     "InvalidInputError",
     "MissingDependencyError",
     "Model",

@@ -31,6 +31,10 @@ class MissingDependencyError(DlkitError, ImportError):
     exit_code = 3
 
 
+class IntegrityError(InvalidInputError):
+    """A model file's sha256 differs from the one its bundle's manifest records: it was modified or damaged."""
+
+
 class ParityError(DlkitError):
     """Two models that should agree do not."""
 
@@ -51,6 +55,7 @@ class ProviderError(DlkitError):
 
 __all__ = [
     "DlkitError",
+    "IntegrityError",
     "InvalidInputError",
     "MissingDependencyError",
     "ParityError",

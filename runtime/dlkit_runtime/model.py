@@ -7,7 +7,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -15,7 +15,7 @@ import onnxruntime as ort
 from dlkit_runtime import providers as _providers
 from dlkit_runtime.checks import InputChecker
 from dlkit_runtime.errors import InvalidInputError, ProviderError
-from dlkit_runtime.tensors import TensorInfo, from_node_arg
+from dlkit_runtime.tensors import from_node_arg
 
 _OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -65,9 +65,12 @@ class Model:
         device_id: the GPU or NPU for CUDA, TensorRT and DirectML. Defaults to 0.
         fp16: let TensorRT build fp16 engines. Defaults to False.
         cache_dir: TensorRT's (and OpenVINO's) engine cache folder. Defaults to None.
+        sha256: the hex sha256 the file must have (a bundle's manifest records it); the bytes are hashed and then
+            loaded from memory, so the checked bytes are the ones that run. Defaults to None: no check.
 
     Raises:
         InvalidInputError: a missing or unreadable file, an unknown provider or option.
+        IntegrityError: `sha256` is given and the file's bytes differ (`dlkit_runtime.manifest`).
         ProviderError: `strict=True` and a requested provider is missing or onnxruntime did not activate it.
 
     Example:
@@ -83,7 +86,7 @@ class Model:
                  threads: int | None = None, strict: bool = False, *, spinning: bool = True,
                  optimization: str = "all", optimized_path: str | os.PathLike | None = None,
                  memory_arena: bool = True, device_id: int = 0, fp16: bool = False,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, sha256: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise InvalidInputError(f"model '{self.path}' does not exist or is not a file; give an .onnx file")
@@ -106,8 +109,14 @@ class Model:
         if optimized_path is not None:
             options.optimized_model_filepath = str(optimized_path)
         options.enable_cpu_mem_arena = memory_arena
+        source = str(self.path)
+        if sha256 is not None:
+            from dlkit_runtime.manifest import check_sha256
+
+            source = self.path.read_bytes()
+            check_sha256(source, sha256, self.path)
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options,
+            self._session = ort.InferenceSession(source, sess_options=options,
                                                  providers=[name for name, _ in requested],
                                                  provider_options=[opts for _, opts in requested])
         except Exception as err:  # onnxruntime raises its own classes (Fail, InvalidProtobuf, ...) or RuntimeError

@@ -26,12 +26,15 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from dlkit.benchmark import BenchResult, bench
     from dlkit.bundling import BundleResult, bundle
+    from dlkit.demo import DemoResult, demo
     from dlkit.exporting import ExportResult, export
     from dlkit.inspection import InspectResult, inspect
     from dlkit.quantization import QuantizeResult, quantize
     from dlkit.verification import VerifyResult, verify
 
 _LAZY = {
+    "demo": "dlkit.demo",
+    "DemoResult": "dlkit.demo",
     "export": "dlkit.exporting",
     "ExportResult": "dlkit.exporting",
     "bench": "dlkit.benchmark",
@@ -60,6 +63,7 @@ __all__ = [
     "BenchResult",
     "BundleResult",
     "ConversionError",
+    "DemoResult",
     "DlkitError",
     "ExportResult",
     "InspectResult",
@@ -75,6 +79,7 @@ __all__ = [
     "VerifyResult",
     "__version__",
     "bench",
+    "demo",
     "bundle",
     "export",
     "inspect",

@@ -11,6 +11,7 @@ from dlkit.errors import DlkitError
 
 # verb -> module in dlkit.commands; each module defines `command`, imported only when the verb runs or is listed
 _COMMANDS = {
+    "demo": "Run the main job on a sample model: export, quantize, verify, bench, bundle.",
     "export": "Export a Keras model to ONNX, checked against Keras on sample inputs.",
     "quantize": "Quantize an ONNX model to int8 or fp16, with the accuracy cost measured.",
     "run": "Run an ONNX model on a .npy, .npz or 8-bit .png input.",
@@ -44,6 +45,9 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="dlkit")
 def cli() -> None:
     """dlkit: Keras models to ONNX, quantized, verified and run on small devices.
+
+    \b
+    Start with 'dlkit demo': the whole job on a sample model.
 
     \b
     Stages:

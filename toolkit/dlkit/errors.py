@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dlkit_runtime.errors import (
     DlkitError,
+    IntegrityError,
     InvalidInputError,
     MissingDependencyError,
     ParityError,
@@ -28,6 +29,7 @@ class UnsafeModelError(InvalidInputError):
 __all__ = [
     "ConversionError",
     "DlkitError",
+    "IntegrityError",
     "InvalidInputError",
     "MissingDependencyError",
     "ParityError",

@@ -1,0 +1,75 @@
+"""The files `dlkit bundle` writes beside the model: `predict.py` and `bench.py` are copied as they are (they run on
+the device with the bundled `dlkit_runtime`); the texts below are filled in with `str.format`."""
+
+INSTALL_SH = """\
+#!/bin/sh
+# Installs this bundle's runtime into .venv beside this file: python3 -m venv + pip install -r requirements.txt.
+# Extra arguments go to pip, e.g. an offline install: ./install.sh --no-index --find-links wheels/
+set -eu
+cd "$(dirname "$0")"
+PYTHON=${{PYTHON:-python3}}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{
+  echo "install.sh: this bundle needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2; exit 1; }}
+case "$(uname -m)" in
+  {machine}) ;;
+  *) echo "install.sh: warning: this bundle was made for {target} ({machine}); this machine is $(uname -m)" >&2 ;;
+esac
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv || {{ echo "install.sh: python3 -m venv failed; on Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 1; }}
+fi
+.venv/bin/python -m pip install --disable-pip-version-check --only-binary=:all: -r requirements.txt "$@"
+sed "s|@BUNDLE@|$(pwd)|g; s|@USER@|$(id -un)|g" {service}.in > {service}
+.venv/bin/python predict.py --check
+echo "installed; run: .venv/bin/python predict.py INPUT   (an .npy, .npz or .png)"
+"""
+
+SERVICE = """\
+# systemd unit: predicts every .npy/.npz/.png dropped into inbox/ and writes outbox/<name>.json.
+# install.sh fills in the paths; then: sudo cp {service} /etc/systemd/system/ && sudo systemctl enable --now {name}
+[Unit]
+Description=dlkit model {model} ({target})
+After=network.target
+
+[Service]
+Type=simple
+User=@USER@
+WorkingDirectory=@BUNDLE@
+ExecStart=@BUNDLE@/.venv/bin/python @BUNDLE@/predict.py --watch @BUNDLE@/inbox --outbox @BUNDLE@/outbox
+Restart=on-failure
+RestartSec=5
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+README = """\
+# {model}: a dlkit bundle for {target_name}
+
+Made by dlkit {version} on {created}. Copy this folder to the device, then:
+
+```sh
+./install.sh                            # once: a .venv with {requirements}
+.venv/bin/python predict.py input.npy   # prints the prediction as JSON (.npy, .npz or an 8-bit .png)
+```
+
+## Files
+
+| file | what |
+| --- | --- |
+{model_rows}| `manifest.json` | dlkit version, each model's sha256, inputs, outputs, labels, target, creation time |
+| `dlkit_runtime/` | the runtime (Python standard library, numpy, onnxruntime); it refuses a model whose sha256 differs from the manifest's |
+| `requirements.txt` | numpy and onnxruntime, pinned to versions with aarch64 and x86-64 wheels for Python 3.11 |
+| `install.sh` | `python3 -m venv .venv` and `pip install -r requirements.txt` (extra arguments go to pip) |
+| `predict.py` | the entry point: `predict.py INPUT [--top-k 5] [--model FILE] [--output out.npz]`; `--watch DIR` for the service |
+| `bench.py` | times each bundled model here and says which one to run |
+| `{service}.in` | a systemd unit (install.sh writes `{service}` with this folder's path): predicts each file dropped into `inbox/` to `outbox/<name>.json` |
+
+## Inputs and outputs
+
+{tensors}
+
+## Advice for {target_name}
+
+{advice}
+"""

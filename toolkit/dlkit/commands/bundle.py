@@ -1,0 +1,44 @@
+"""`dlkit bundle`: a thin shell over `dlkit.bundle`."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from dlkit.commands import _render
+
+
+@click.command("bundle")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder to write, or a .tar.gz path for an archive of it.")
+@click.option("--target", type=click.Choice(["rpi4", "rpi5", "aarch64", "x86_64"]), default="rpi4", show_default=True,
+              help="Device the bundle is for: sets thread defaults and advice.")
+@click.option("--float-model", type=click.Path(path_type=Path),
+              help="The float model an int8 MODEL came from, bundled beside it for the on-device benchmark.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads on the device. [default: the target's]")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing non-empty folder or archive.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model, output, target, float_model, threads, force, as_json):
+    """Bundle MODEL (.onnx) with the runtime, an install script and a predict entry point for a device.
+
+    On the device: ./install.sh, then .venv/bin/python predict.py INPUT (the bundle's README says more).
+    """
+    from dlkit.bundling import bundle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the result's warnings are printed below
+        result = bundle(model, output, target=target, float_model=float_model, threads=threads, force=force)
+    for note in result.warnings:
+        click.echo(f"warning: {note}", err=True)
+    if as_json:
+        _render.emit_json(result)
+        return
+    click.echo(f"Bundled {result.models[0]['file']} for {result.target} -> {result.path} "
+               f"({_render.size(result.size_bytes)}, {len(result.files)} files, threads {result.threads or 'auto'})")
+    click.echo(_render.table(["model", "precision", "size", "sha256"],
+                             [[m["file"], m["precision"], _render.size(m["size_bytes"]), m["sha256"][:16]]
+                              for m in result.models]))
+    click.echo("On the device: ./install.sh, then .venv/bin/python predict.py INPUT")
