@@ -29,7 +29,7 @@ def litert_models(model: Any, name: str, folder: Path, order: list[str], calib: 
 
             def representative(data=calibration):
                 for i in range(100):
-                    yield {k: data[k][i:i + 1] for k in order}
+                    yield [data[k][i:i + 1] for k in order]  # positional: signature keys differ (args_0)
 
             converter.representative_dataset = representative
         try:
