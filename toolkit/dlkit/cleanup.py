@@ -29,18 +29,10 @@ def simplify(model: Any) -> tuple[Any, list[str]]:
 
 def _fold_flatten_transposes(model: Any) -> int:
     """Transpose(NCHW->NHWC) -> Reshape(N, H*W*C) -> MatMul(W) becomes Reshape(N, C*H*W) -> MatMul(W permuted)."""
-    from onnx import numpy_helper, shape_inference
+    from onnx import numpy_helper
 
     graph = model.graph
-    shapes = {}
-    for vi in shape_inference.infer_shapes(model).graph.value_info:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    shapes, inits, consumers = _index(model)
     outputs = {o.name for o in graph.output}
 
     folded = 0
@@ -78,18 +70,10 @@ def channels_last_for_int8(model: Any) -> list[str]:
     (NHWC) and cancels a Transpose only against another Transpose. So a channel-1 input `Reshape` (NHWC->NCHW)
     becomes the equivalent `Transpose`, and a Flatten folded into NCHW-ordered weights gets back its
     NHWC Transpose and NHWC-ordered weights. Both leave the model's function unchanged."""
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper
 
     graph = model.graph
-    shapes = {}
-    for vi in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    shapes, inits, consumers = _index(model)
     steps = []
     for index, node in enumerate(list(graph.node)):
         if node.op_type != "Reshape" or node.input[1] not in inits:
@@ -126,6 +110,21 @@ def channels_last_for_int8(model: Any) -> list[str]:
             node.input[0] = nhwc
             steps.append(f"flatten {node.name} reads channels-last (weights of {users[0].name} reordered)")
     return steps
+
+
+def _index(model: Any) -> tuple[dict[str, list], dict[str, Any], dict[str, list]]:
+    """Static shapes of inputs and inferred tensors (None for a dynamic axis), initializers by name, consumers."""
+    from onnx import shape_inference
+
+    shapes = {}
+    for vi in [*shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return shapes, {t.name: t for t in model.graph.initializer}, consumers
 
 
 def _gemm_transposes_b(node) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Sequence
 
 import click
@@ -33,3 +34,31 @@ def size(num_bytes: int) -> str:
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
     return str(num_bytes)
+
+
+class Progress:
+    """A click progress bar on stderr, opened on the first report; a report below the last starts a new pass.
+
+    Used as `with Progress("calibrating", enabled=not as_json) as progress: fn(..., progress=progress)`:
+    the context gives None when disabled, so the library is called without a callback.
+    """
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.label, self.enabled = label, enabled
+        self.bar = None
+
+    def __enter__(self):
+        return self if self.enabled else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        if done < self.bar.pos:  # a new pass (the accuracy bound re-quantizes)
+            self.bar.pos = 0
+        self.bar.update(done - self.bar.pos)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -45,7 +44,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
     """
     from dlkit.quantization import quantize
 
-    with _Progress(enabled=not as_json) as progress:
+    with _render.Progress("calibrating", enabled=not as_json) as progress:
         result = quantize(
             model, output, mode=mode, calibration=calibration, calibration_samples=calibration_samples,
             eval_data=eval_data, target=target, method=method, per_channel=not per_tensor,
@@ -72,29 +71,3 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
                                  [[k.name, k.op_type, round(k.sqnr_db, 1), k.metric_after] for k in result.kept_in_float]))
     if result.nodes_float:
         click.echo(f"float compute nodes: {', '.join(result.nodes_float)}")
-
-
-class _Progress:
-    """A click progress bar for calibration, shown only on a terminal and only once calibration starts."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-        self.done = 0
-
-    def __enter__(self):
-        return self if self.enabled else None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="calibrating", file=sys.stderr)
-            self.bar.__enter__()
-        if done < self.done:  # a new pass (the bound re-quantizes)
-            self.bar.pos = 0
-        self.bar.update(done - self.bar.pos)
-        self.done = done
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -38,7 +37,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
     from dlkit.commands.export import _load_custom_objects
     from dlkit.verification import verify
 
-    with _Progress(enabled=not as_json) as progress:
+    with _render.Progress("verifying", enabled=not as_json) as progress:
         result = verify(
             reference, list(candidates), data, random=random_samples, atol=atol, min_agreement=min_agreement,
             max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size, report=report,
@@ -82,25 +81,3 @@ def _print(result) -> None:
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
-
-
-class _Progress:
-    """A click progress bar on stderr over the samples compared."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self):
-        return self if self.enabled else None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="verifying", file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
