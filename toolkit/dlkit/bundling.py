@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from dlkit import _files as files_io
 from dlkit.errors import InvalidInputError
 
 # Versions with cp311 wheels for manylinux aarch64 and x86-64. onnxruntime must be >= 1.22: the 1.21.0 aarch64 wheel
@@ -220,12 +221,7 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
 
 def _check_output(output: Path, archive: bool, force: bool) -> None:
     if archive:
-        if output.is_dir():
-            raise InvalidInputError(f"output '{output}' is a folder; give a .tar.gz file path or a folder without .tar.gz")
-        if not output.parent.is_dir():
-            raise InvalidInputError(f"output folder '{output.parent}' does not exist; create it first")
-        if output.exists() and not force:
-            raise InvalidInputError(f"output '{output}' exists; pass --force (force=True) to replace it")
+        files_io.output_path(output, suffix=".tar.gz", force=force)
         return
     if output.exists() and not output.is_dir():
         raise InvalidInputError(f"output '{output}' is a file; give a folder for the bundle (or a .tar.gz path)")
@@ -342,9 +338,8 @@ def _write_archive(output: Path, stem: str, files: dict[str, bytes]) -> int:
             info.size, info.mtime = len(files[rel]), now
             info.mode = 0o755 if rel in _EXECUTABLE else 0o644
             tar.addfile(info, io.BytesIO(files[rel]))
-    from dlkit._files import write_atomic
 
-    write_atomic(output, buffer.getvalue())
+    files_io.write_atomic(output, buffer.getvalue())
     return output.stat().st_size
 
 
