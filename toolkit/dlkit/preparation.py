@@ -39,12 +39,13 @@ def load_onnx(path: str | os.PathLike) -> Any:
     return model
 
 
-def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str]]:
-    """Returns the model ready to quantize and one line per change made.
+def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str], list[str]]:
+    """Returns the model ready to quantize, one line per change made, and the nodes to keep in float.
 
     Args:
         model: the ONNX ModelProto (not changed).
-        channels_last: also lay out convolutional models for onnxruntime's int8 (NHWC) kernels.
+        channels_last: also lay out convolutional models for onnxruntime's int8 (NHWC) kernels, keeping a
+            first convolution with few input channels in float (`cleanup.float_stem`).
     """
     onnx = _deps.require("onnx", "dlkit quantize")
     steps: list[str] = []
@@ -65,15 +66,17 @@ def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str]]
         before = len(model.graph.node)
         model = onnxslim.slim(model)
         steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
+    keep_float: list[str] = []
     if channels_last:
-        from dlkit.cleanup import channels_last_for_int8
+        from dlkit.cleanup import channels_last_for_int8, float_stem
 
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
-        steps += channels_last_for_int8(model)
+        keep_float, stem_steps = float_stem(model)
+        steps += stem_steps + channels_last_for_int8(model, keep_float)
     model = _ort_preprocess(onnx, model, steps)
-    return model, steps
+    return model, steps, keep_float
 
 
 def _constants_to_initializers(model: Any) -> int:

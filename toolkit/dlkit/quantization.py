@@ -181,7 +181,7 @@ def quantize(
 
     mode, reason = _choose_mode(mode, float_model, calib)
     convolutional = any(n.op_type in ("Conv", "ConvTranspose") for n in float_model.graph.node)
-    prepared, steps = preparation.prepare(float_model, channels_last=mode == "static" and convolutional)
+    prepared, steps, stem = preparation.prepare(float_model, channels_last=mode == "static" and convolutional)
     if mode == "static" and calib is None:
         raise InvalidInputError(f"static quantization needs calibration data ({reason}); pass --calibration DATA "
                                 "(.npy, .npz or an image folder), or --mode dynamic")
@@ -193,7 +193,7 @@ def quantize(
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
     quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress)
-    excluded = list(exclude_nodes)
+    excluded = list(exclude_nodes) + [name for name in stem if name not in exclude_nodes]
     candidate = quantizer.run(excluded, exclude_op_types)
     reference = sessions.run(prepared, check)
     figures, error = _compare(reference, sessions.run(candidate, check))

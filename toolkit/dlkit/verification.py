@@ -348,7 +348,7 @@ def _quantized_nodes(path: Path, reference, paths, feeds, notes: list[str]) -> t
         try:
             from dlkit import preparation, quantizers
 
-            prepared, _ = preparation.prepare(float_model)
+            prepared, _, _ = preparation.prepare(float_model)
             ranked = quantizers.rank_sensitive_nodes(prepared, model, feeds, already=())
         except Exception as err:  # a ranking failure must not hide the figures
             notes.append(f"per-node SQNR of {path.name} failed ({type(err).__name__}: {str(err)[:120]})")
