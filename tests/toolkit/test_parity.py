@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dlkit.errors import InvalidInputError, ShapeMismatchError
-from dlkit.parity import compare, fit_array, load_samples, random_inputs
+from dlkit.datasources import open_data
+from dlkit.parity import compare, fit_array, random_inputs
 from dlkit.tensors import TensorInfo, parse_input_spec
 
 
@@ -47,15 +48,15 @@ def test_fit_array_messages():
     assert fit_array(np.zeros((2, 28, 28, 1)), info, source="a.npy").dtype == np.float32
 
 
-def test_load_samples_npz_keys(tmp_path):
+def test_npz_samples_by_input_name(tmp_path):
     infos = (TensorInfo("a", "float32", (None, 2)), TensorInfo("b", "int32", (None,)))
     path = tmp_path / "s.npz"
     np.savez(path, a=np.ones((4, 2), np.float32), b=np.arange(4, dtype=np.int32))
-    data = load_samples(path, infos, limit=3)
+    data = open_data(path, infos).take(0, 3)
     assert data["a"].shape == (3, 2) and list(data["b"]) == [0, 1, 2]
     np.savez(path, a=np.ones((4, 2), np.float32))
-    with pytest.raises(InvalidInputError, match="no array for input 'b'"):
-        load_samples(path, infos)
+    with pytest.raises(InvalidInputError, match=r"no array for input\(s\) \['b'\]"):
+        open_data(path, infos)
 
 
 def test_parse_input_spec():

@@ -243,7 +243,9 @@ def _samples(sample_data, inputs, num_samples, source, seed) -> tuple[dict[str, 
         if missing:
             raise InvalidInputError(f"sample_data has no array for inputs {missing}; key it by input name")
         return arrays, "sample_data"
-    return parity.load_samples(sample_data, inputs, limit=num_samples), str(sample_data)
+    from dlkit.datasources import open_data
+
+    return open_data(sample_data, inputs, what="sample data").take(0, num_samples), str(sample_data)
 
 
 def _token_range(source) -> int:

@@ -5,9 +5,7 @@ Pure numpy: the figures are the same whichever models produced the arrays.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -88,45 +86,6 @@ def random_inputs(
             out[info.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
             out[info.name] = rng.random(shape, dtype=np.float64).astype(dtype)
-    return out
-
-
-def load_samples(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, limit: int | None = None) -> dict[str, np.ndarray]:
-    """Reads `.npy` (the only input) or `.npz` (arrays keyed by input name) and checks them against `inputs`.
-
-    Raises:
-        InvalidInputError: the file is missing or unreadable, or an array does not fit its input.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"sample data '{path}' does not exist; give an .npy or .npz file")
-    try:
-        if path.suffix == ".npy":
-            if len(inputs) != 1:
-                raise InvalidInputError(
-                    f"'{path}' is one array but the model takes {len(inputs)} inputs "
-                    f"{[i.name for i in inputs]}; give an .npz keyed by input name"
-                )
-            arrays = {inputs[0].name: np.load(path, allow_pickle=False)}
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-            if len(inputs) == 1 and len(arrays) == 1:  # one array for one input: the name need not match
-                arrays = {inputs[0].name: next(iter(arrays.values()))}
-        else:
-            raise InvalidInputError(f"sample data '{path}' is not .npy or .npz; save it with numpy.save or numpy.savez")
-    except (ValueError, OSError) as err:
-        if isinstance(err, InvalidInputError):
-            raise
-        raise InvalidInputError(f"sample data '{path}' could not be read ({err}); save it with numpy.save") from err
-    out = {}
-    for info in inputs:
-        if info.name not in arrays:
-            raise InvalidInputError(
-                f"sample data '{path}' has no array for input '{info.name}' (it has {sorted(arrays)}); "
-                "key the .npz by input name"
-            )
-        out[info.name] = fit_array(arrays[info.name], info, source=str(path))[:limit]
     return out
 
 
