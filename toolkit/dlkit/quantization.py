@@ -31,7 +31,6 @@ TARGETS = {
     "arm64": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
     "gpu": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
 }
-COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "GRU", "LSTM", "RNN", "Attention"}
 _HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
 _CHECK_RANDOM = 16
 

@@ -15,6 +15,7 @@ from dlkit.datasources import DataSource
 from dlkit.errors import QuantizationError
 
 _CALIB_BATCH = 32
+COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "GRU", "LSTM", "RNN", "Attention"}  # reported when float
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,6 @@ def count_quantized(model: Any, mode: str) -> int:
 
 def float_compute_nodes(model: Any, mode: str) -> list[str]:
     """Names of compute nodes (Conv, MatMul, Gemm, GRU, ...) left in float."""
-    from dlkit.quantization import COMPUTE_OPS
-
     if mode == "fp16":
         return []
     dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
