@@ -68,13 +68,14 @@ def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str],
         steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
     keep_float: list[str] = []
     if channels_last:
-        from dlkit.cleanup import channels_last_for_int8, float_stem
+        from dlkit.cleanup import average_pools_as_convolutions, channels_last_for_int8, float_stem
 
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
         keep_float, stem_steps = float_stem(model)
         steps += stem_steps + channels_last_for_int8(model, keep_float)
+        steps += average_pools_as_convolutions(model, keep_float)
     model = _ort_preprocess(onnx, model, steps)
     return model, steps, keep_float
 
