@@ -42,8 +42,10 @@ class InputChecker:
         Raises:
             InvalidInputError: a missing or unknown name, a wrong rank, fixed dimension or dtype.
         """
-        if isinstance(x, Mapping):
-            if len(x) != len(self._by_name) or any(n not in self._by_name for n in x):
+        if type(x) is np.ndarray and self._single is not None and self._ready(self._single, x):
+            return {self._single: x}  # the commonest call, in about 0.3 us (isinstance on Mapping alone is 0.2)
+        if type(x) is dict or isinstance(x, Mapping):
+            if x.keys() != self._by_name.keys():
                 self._name_error(x)
             given = x
         elif self._single is None:
@@ -53,17 +55,20 @@ class InputChecker:
             given = {self._single: x}
         feed = {}
         for name, value in given.items():
-            dtype, rank, fixed = self._fast[name]
-            if type(value) is np.ndarray and value.dtype == dtype and value.ndim == rank and value.flags.c_contiguous:
-                shape = value.shape
-                for axis, size in fixed:
-                    if shape[axis] != size:
-                        break
-                else:
-                    feed[name] = value  # the common case: nothing to do
-                    continue
-            feed[name] = _check_one(value, self._by_name[name], cast)
+            feed[name] = value if self._ready(name, value) else _check_one(value, self._by_name[name], cast)
         return feed
+
+    def _ready(self, name: str, value: Any) -> bool:
+        """True when `value` can go to onnxruntime as it is: an ndarray of the right dtype, rank and fixed
+        dimensions, C-contiguous."""
+        dtype, rank, fixed = self._fast[name]
+        if type(value) is not np.ndarray or value.dtype != dtype or value.ndim != rank or not value.flags.c_contiguous:
+            return False
+        shape = value.shape
+        for axis, size in fixed:
+            if shape[axis] != size:
+                return False
+        return True
 
     def _name_error(self, given: Mapping[str, Any]) -> None:
         missing = [n for n in self._by_name if n not in given]

@@ -170,7 +170,8 @@ class Model:
         feed = self._check(x, cast=cast)
         names = self._output_names if outputs is None else self._check_output_names(outputs)
         try:
-            return dict(zip(names, self._run(names, feed, None)))
+            results = self._run(names, feed, None)
+            return {names[0]: results[0]} if len(names) == 1 else dict(zip(names, results))
         except _EPFail as err:
             raise ProviderError(f"{', '.join(self.providers)} failed while running '{self.path.name}': "
                                 f"{str(err).strip().splitlines()[0]}; try providers=['cpu']") from err
