@@ -248,36 +248,3 @@ def test_subclassed_cnn_average_pool_runs_as_int8_depthwise_conv(onnx_exports, m
     assert "QLinearAveragePool" not in ops and "AveragePool" not in ops and ops.count("QLinearConv") == 4, ops
     assert result.accuracy_drop <= 0.005, result.to_dict()
 
-
-def _pool_model(kernel, strides, pads=(0, 0, 0, 0), count_include_pad=0):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, None, None])
-    pool = helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=kernel, strides=strides,
-                            pads=list(pads), count_include_pad=count_include_pad)
-    model = helper.make_model(helper.make_graph([pool], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-@pytest.mark.parametrize("kernel, strides, pads, rewritten", [
-    ((2, 2), (2, 2), (0, 0, 0, 0), True),
-    ((4, 2), (4, 2), (0, 0, 0, 0), True),
-    ((3, 3), (2, 2), (0, 0, 0, 0), False),   # overlapping windows
-    ((2, 2), (2, 2), (1, 1, 1, 1), False),   # padding: the pool divides by the taps inside
-])
-def test_average_pool_to_depthwise_conv_computes_the_same(kernel, strides, pads, rewritten):
-    import onnxruntime as ort
-
-    from dlkit.cleanup import average_pools_as_convolutions
-
-    model = _pool_model(kernel, strides, pads)
-    changed = onnx.ModelProto()
-    changed.CopyFrom(model)
-    steps = average_pools_as_convolutions(changed)
-    assert bool(steps) == rewritten
-    assert [n.op_type for n in changed.graph.node] == (["Conv"] if rewritten else ["AveragePool"])
-    onnx.checker.check_model(changed, full_check=True)
-    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
-    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-           for m in (model, changed)]
-    assert run[0].shape == run[1].shape and np.abs(run[0] - run[1]).max() <= 1e-6

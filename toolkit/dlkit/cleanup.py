@@ -24,6 +24,14 @@ def simplify(model: Any) -> tuple[Any, list[str]]:
     folded = _fold_flatten_transposes(model)
     if folded:
         steps.append(f"folded {folded} Transpose(s) before Flatten into the next MatMul's weights")
+    unwrapped = _drop_index_wraps(model)
+    if unwrapped:
+        steps.append(f"dropped the negative-index wrap before {unwrapped} Gather(s) (ONNX Gather wraps by itself)")
+    merged = _tensordots_to_matmuls(model)
+    if merged:
+        steps.append(f"{merged} Dense layer(s) on sequences: Reshape -> MatMul -> Reshape became one MatMul")
+    if unwrapped or merged:
+        _prune(model)
     return model, steps
 
 
@@ -63,6 +71,189 @@ def _fold_flatten_transposes(model: Any) -> int:
         graph.node.remove(transpose)
         folded += 1
     return folded
+
+
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Cast", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal", "Not",
+                "And", "Or", "Where", "Neg", "Abs", "Identity"}
+
+
+def _drop_index_wraps(model: Any) -> int:
+    """A Keras Embedding exports its lookup as Gather(table, where(i < 0, i + n, i)), seven elementwise nodes
+    before the Gather. ONNX Gather already counts negative indices from the end, so when those nodes map every
+    index in [-n, n) to itself modulo n, the Gather can read `i` directly. The check runs the nodes on all 2n
+    indices (onnxruntime), so any exporter's spelling of the wrap is recognised and nothing else is."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
+    done = 0
+    for gather in [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]:
+        axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+        size = numpy_helper.to_array(inits[gather.input[0]]).shape[axis]
+        chain = _elementwise_chain(model, gather.input[1], producer, inits)
+        if chain is None or chain[1] not in types:
+            continue
+        nodes, source = chain
+        dtype = helper.tensor_dtype_to_np_dtype(types[source])
+        if not np.issubdtype(dtype, np.signedinteger):
+            continue
+        values = np.arange(-size, size, dtype=dtype)
+        result = _run_nodes(model, nodes, {source: values}, gather.input[1])
+        if (result is not None and result.shape == values.shape and np.all((result >= -size) & (result < size))
+                and np.all(result % size == values % size)):
+            gather.input[1] = source
+            done += 1
+    return done
+
+
+def _elementwise_chain(model: Any, name: str, producer: dict, inits: dict) -> tuple[list, str] | None:
+    """The elementwise nodes computing `name` from one other tensor and scalar constants, in graph order, and
+    that tensor; None if `name` is computed any other way."""
+    nodes, sources, stack, seen = [], set(), [name], set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current == "":
+            continue
+        seen.add(current)
+        if current in inits:
+            if int(np.prod(inits[current].dims)) != 1:
+                return None
+            continue
+        node = producer.get(current)
+        if node is None or node.op_type not in _ELEMENTWISE:
+            sources.add(current)
+            continue
+        nodes.append(node)
+        stack.extend(node.input)
+    if not nodes or len(sources) != 1:
+        return None
+    return _in_graph_order(model, nodes), sources.pop()
+
+
+def _in_graph_order(model: Any, nodes: list) -> list:
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    return sorted(nodes, key=lambda n: order[id(n)])
+
+
+def _run_nodes(model: Any, nodes: list, feeds: dict[str, np.ndarray], output: str) -> np.ndarray | None:
+    """Runs `nodes` (with the model's initializers) on `feeds` in onnxruntime; None if it cannot."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in model.graph.initializer if t.name in used]
+    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+              for k, v in feeds.items()]
+    graph = helper.make_graph(list(nodes), "probe", inputs, [helper.make_empty_tensor_value_info(output)], inits)
+    probe = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run([output], feeds)[0]
+    except Exception:  # an op or a type onnxruntime rejects here: leave the graph as it is
+        return None
+
+
+def _tensordots_to_matmuls(model: Any) -> int:
+    """Keras's Dense on a (N, T, K) tensor exports as Reshape(-1, K) -> MatMul -> Reshape(N, T, M), the last
+    shape computed from Shape(x) at run time. ONNX MatMul multiplies the last axis of any rank, so the three
+    become one MatMul when the shape sub-graph is checked (run on two unrelated shapes) to give
+    shape(x)[:-1] + [M]."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    shapes, inits, consumers = _index(model)
+    producer = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    done = 0
+    for first in [n for n in graph.node if n.op_type == "Reshape" and n.input[1] in inits]:
+        src = shapes.get(first.input[0])
+        users = consumers.get(first.output[0], [])
+        if not src or len(src) < 3 or src[-1] is None or len(users) != 1 or first.output[0] in outputs:
+            continue
+        matmul = users[0]
+        weight = inits.get(matmul.input[1]) if matmul.op_type == "MatMul" else None
+        if (numpy_helper.to_array(inits[first.input[1]]).tolist() != [-1, src[-1]] or weight is None
+                or matmul.input[0] != first.output[0] or list(weight.dims[:1]) != [src[-1]] or len(weight.dims) != 2):
+            continue
+        after = consumers.get(matmul.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Reshape" or matmul.output[0] in outputs:
+            continue
+        second = after[0]
+        if not _gives_batch_shape(model, second.input[1], first.input[0], producer, inits, len(src), weight.dims[1]):
+            continue
+        matmul.input[0] = first.input[0]
+        matmul.output[0], second.output[0] = second.output[0], matmul.output[0]  # `second` is left unused
+        done += 1
+    return done
+
+
+_SHAPE_OPS = {"Gather", "Concat", "Cast", "Slice", "Unsqueeze", "Squeeze", "Identity"}
+
+
+def _gives_batch_shape(model: Any, name: str, x: str, producer: dict, inits: dict, rank: int, width: int) -> bool:
+    """Whether tensor `name` is computed from Shape(x) and constants only and equals shape(x)[:-1] + [width]."""
+    nodes, stack, seen, shape_node = [], [name], set(), None
+    while stack:
+        current = stack.pop()
+        if current in seen or current == "" or current in inits:
+            continue
+        seen.add(current)
+        node = producer.get(current)
+        if node is None:
+            return False
+        if node.op_type == "Shape":
+            if node.input[0] != x or any(a.name in ("start", "end") for a in node.attribute):
+                return False
+            shape_node = node
+            continue
+        if node.op_type not in _SHAPE_OPS:
+            return False
+        nodes.append(node)
+        stack.extend(node.input)
+    if shape_node is None or not nodes:
+        return False
+    nodes = _in_graph_order(model, nodes)
+    for dims in ([2, 3, 5, 7, 11][:rank - 1], [13, 17, 19, 23, 29][:rank - 1]):
+        result = _run_nodes(model, nodes, {shape_node.output[0]: np.array([*dims, 4], np.int64)}, name)
+        if result is None or result.astype(np.int64).tolist() != [*dims, width]:
+            return False
+    return True
+
+
+def _prune(model: Any) -> None:
+    """Removes the nodes no graph output depends on, then the initializers nothing reads. Names read inside
+    sub-graphs (Loop, If, Scan bodies) count as read."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(node.input)
+            needed.update(_subgraph_reads(node))
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    for tensor in [t for t in graph.initializer if t.name not in needed]:
+        graph.initializer.remove(tensor)
+
+
+def _subgraph_reads(node) -> set[str]:
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs)
+        for sub in graphs:
+            for inner in sub.node:
+                names.update(inner.input)
+                names.update(_subgraph_reads(inner))
+    return names
 
 
 _STEM_OPS = {"Relu", "Clip", "LeakyRelu", "BatchNormalization", "MaxPool", "AveragePool"}
