@@ -1,9 +1,14 @@
 """Graph cleanup after conversion: a maintained simplifier (onnxslim) plus the folds it does not make.
 
 onnxslim folds constants and the dynamic Shape/Gather/Concat chain that a Keras Flatten leaves behind, and
-drops dead and identity nodes. dlkit then folds the NCHW->NHWC Transpose that tf2onnx puts before a Flatten
-into the next MatMul's weights, so the convolutions and the dense layer meet without a layout change.
-The caller re-checks parity on the result.
+drops dead and identity nodes. dlkit then makes the folds it does not (`simplify`): the NCHW->NHWC Transpose
+that tf2onnx puts before a Flatten goes into the next MatMul's weights; a Keras Embedding's negative-index wrap
+goes (ONNX Gather wraps by itself); a Dense on a sequence becomes one MatMul instead of Reshape -> MatMul ->
+Reshape with a Shape chain. The two last are checked by running the nodes they drop, and the caller re-checks
+parity on the result.
+
+For static int8 (`preparation.prepare`), `float_stem`, `channels_last_for_int8` and
+`average_pools_as_convolutions` shape the graph for onnxruntime's int8 kernels without changing its function.
 """
 
 from __future__ import annotations
@@ -21,17 +26,12 @@ def simplify(model: Any) -> tuple[Any, list[str]]:
     before = len(model.graph.node)
     model = onnxslim.slim(model)
     steps = [f"onnxslim: {before} -> {len(model.graph.node)} nodes"]
-    folded = _fold_flatten_transposes(model)
-    if folded:
-        steps.append(f"folded {folded} Transpose(s) before Flatten into the next MatMul's weights")
-    unwrapped = _drop_index_wraps(model)
-    if unwrapped:
-        steps.append(f"dropped the negative-index wrap before {unwrapped} Gather(s) (ONNX Gather wraps by itself)")
-    merged = _tensordots_to_matmuls(model)
-    if merged:
-        steps.append(f"{merged} Dense layer(s) on sequences: Reshape -> MatMul -> Reshape became one MatMul")
-    if unwrapped or merged:
-        _prune(model)
+    for fold, message in _FOLDS:
+        count = fold(model)
+        if count:
+            steps.append(message.format(count))
+    if len(steps) > 1:
+        _prune(model)  # what the folds bypassed
     return model, steps
 
 
@@ -255,6 +255,12 @@ def _subgraph_reads(node) -> set[str]:
                 names.update(_subgraph_reads(inner))
     return names
 
+
+_FOLDS = (
+    (_fold_flatten_transposes, "folded {} Transpose(s) before Flatten into the next MatMul's weights"),
+    (_drop_index_wraps, "dropped the negative-index wrap before {} Gather(s) (ONNX Gather wraps by itself)"),
+    (_tensordots_to_matmuls, "{} Dense layer(s) on sequences: Reshape -> MatMul -> Reshape became one MatMul"),
+)
 
 _STEM_OPS = {"Relu", "Clip", "LeakyRelu", "BatchNormalization", "MaxPool", "AveragePool"}
 _MONOTONIC = {"Relu", "Clip", "LeakyRelu"}  # commute with MaxPool: max(f(x)) == f(max(x)) for non-decreasing f
