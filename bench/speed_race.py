@@ -4,7 +4,9 @@ Per sample model, on the same real inputs and one intra-op thread everywhere, th
 and 32 of: a Keras direct call, a `tf.function`, LiteRT float and full-integer int8 (calibrated on the same
 data, run by the LiteRT interpreter with XNNPACK), and dlkit's runtime float and int8. It counts each model's
 FLOPs from the ONNX graph, measures this machine's single-thread float32 peak with a large MatMul, and prints
-the floor (FLOPs / peak). Writes a Markdown table and JSON.
+the floor (FLOPs / peak). Below the table, the floors `floors.py` measures: an empty call through dlkit,
+bare onnxruntime and LiteRT, and for recurrent models the time of their recurrent matrix products alone.
+Writes a Markdown table and JSON.
 
     python bench/speed_race.py [--models cnn,char_gru] [--out bench/results/speed_race]
 
@@ -107,10 +109,12 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from flops import count_flops, measure_peak_gflops
+    from floors import call_floor_us, recurrent_floor_ms
 
     peak = measure_peak_gflops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        empty = call_floor_us(Path(tmp))
         for name in args.models.split(","):
             entry = _contestants(name, Path(tmp))
             for batch in (1, 32):
@@ -121,17 +125,19 @@ def main() -> None:
                         times[key].append(_median_ms(entry["runs"][key][batch]))
                 median = {k: statistics.median(v) for k, v in times.items()}
                 rows.append({"model": name, "batch": batch, "flops": flops, "floor_ms": flops / peak / 1e6,
+                             "recurrent_floor_ms": recurrent_floor_ms(entry["onnx"], batch),
                              "int8_mode": entry["int8_mode"],
                              **{f"{k}_ms": round(median.get(k), 4) if k in median else None for k in entry["runs"]}})
             print(f"{name}: done", file=sys.stderr)
-    table = _markdown(rows, peak)
+    table = _markdown(rows, peak, empty)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"peak_gflops": peak, "rows": rows}, indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps({"peak_gflops": peak, "empty_call_us": empty, "rows": rows},
+                                                        indent=2))
 
 
-def _markdown(rows, peak) -> str:
+def _markdown(rows, peak, empty) -> str:
     keys = ["keras", "tf.function", "litert float", "litert int8", "dlkit float", "dlkit int8"]
     lines = [f"Single thread; measured float32 peak {peak:.1f} GFLOP/s. Times in ms (median); ratios are the "
              "contestant's time over dlkit's (higher = dlkit faster).", "",
@@ -144,6 +150,14 @@ def _markdown(rows, peak) -> str:
                      + " | ".join(cell(k) for k in keys)
                      + f" | {ratio('litert float', 'dlkit float')} | {ratio('litert int8', 'dlkit int8')} | "
                      f"{ratio('dlkit float', 'dlkit int8')} |")
+    us = lambda k: "n/a" if empty.get(k) is None else f"{empty[k]:.1f} us"  # noqa: E731
+    lines += ["", f"Empty call (one Identity node, batch 1): dlkit {us('dlkit')}, bare onnxruntime {us('onnxruntime')}, "
+              f"LiteRT {us('litert')} (`floors.py`)."]
+    for r in rows:
+        if r.get("recurrent_floor_ms") is not None:
+            lines.append(f"Recurrent floor of {r['model']} at batch {r['batch']} (100 steps x the best recurrent "
+                         f"matrix product here): {r['recurrent_floor_ms']:.3f} ms, against a FLOP floor of "
+                         f"{r['floor_ms']:.3f} ms.")
     return "\n".join(lines)
 
 
