@@ -73,10 +73,10 @@ def call_floor_us(folder: Path) -> dict[str, float | None]:
 def _litert_empty(x: np.ndarray) -> float | None:
     """A one-op LiteRT model (x + 0 is folded away, so x * 2) invoked as the speed race invokes LiteRT."""
     try:
+        import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         return None
-    import tensorflow as tf
 
     fn = tf.function(lambda t: t * 2.0, input_signature=[tf.TensorSpec((1, 784), tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 MODELS = ("mlp_parity", "mlp_digits", "cnn", "subclassed_mlp", "subclassed_cnn", "char_gru")
 GRU_SPECS = ("x:int32[N,T]", "hidden:float32[N,256]")
 ROUNDS = 5
+STEPS = 100  # characters per char_gru window: its time steps
 
 
 def _median_ms(fn, budget_s: float = 0.2) -> float:
@@ -52,7 +53,8 @@ def _data(name: str, count: int, offset: int = 0) -> dict[str, np.ndarray]:
 
     if name == "char_gru":
         ids = datasets.encode(datasets.load_text(shipped_only=True))
-        x = np.stack([ids[(offset + i) * 101:(offset + i) * 101 + 100] for i in range(count)]).astype(np.int32)
+        x = np.stack([ids[(offset + i) * (STEPS + 1):(offset + i) * (STEPS + 1) + STEPS]
+                      for i in range(count)]).astype(np.int32)
         return {"x": x, "hidden": np.zeros((count, 256), np.float32)}
     split = "train" if offset else "test"
     images, _ = datasets.load_mnist(split, shipped_only=True)
@@ -118,14 +120,14 @@ def main() -> None:
         for name in args.models.split(","):
             entry = _contestants(name, Path(tmp))
             for batch in (1, 32):
-                flops = count_flops(entry["onnx"], batch)
+                flops = count_flops(entry["onnx"], batch, STEPS)
                 times = {k: [] for k, v in entry["runs"].items() if v[batch] is not None}
                 for _ in range(ROUNDS):  # interleaved rounds: drift hits every contestant alike
                     for key in times:
                         times[key].append(_median_ms(entry["runs"][key][batch]))
                 median = {k: statistics.median(v) for k, v in times.items()}
                 rows.append({"model": name, "batch": batch, "flops": flops, "floor_ms": flops / peak / 1e6,
-                             "recurrent_floor_ms": recurrent_floor_ms(entry["onnx"], batch),
+                             "recurrent_floor_ms": recurrent_floor_ms(entry["onnx"], batch, STEPS),
                              "int8_mode": entry["int8_mode"],
                              **{f"{k}_ms": round(median.get(k), 4) if k in median else None for k in entry["runs"]}})
             print(f"{name}: done", file=sys.stderr)
@@ -155,7 +157,7 @@ def _markdown(rows, peak, empty) -> str:
               f"LiteRT {us('litert')} (`floors.py`)."]
     for r in rows:
         if r.get("recurrent_floor_ms") is not None:
-            lines.append(f"Recurrent floor of {r['model']} at batch {r['batch']} (100 steps x the best recurrent "
+            lines.append(f"Recurrent floor of {r['model']} at batch {r['batch']} ({STEPS} steps x the best recurrent "
                          f"matrix product here): {r['recurrent_floor_ms']:.3f} ms, against a FLOP floor of "
                          f"{r['floor_ms']:.3f} ms.")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ class InputChecker:
         if type(x) is np.ndarray and self._single is not None and self._ready(self._single, x):
             return {self._single: x}  # the commonest call, in about 0.3 us (isinstance on Mapping alone is 0.2)
         if type(x) is dict or isinstance(x, Mapping):
-            if x.keys() != self._by_name.keys():
+            if (x.keys() if type(x) is dict else set(x)) != self._by_name.keys():
                 self._name_error(x)
             given = x
         elif self._single is None:

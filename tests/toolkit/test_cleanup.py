@@ -114,3 +114,56 @@ def test_average_pool_to_depthwise_conv_computes_the_same(kernel, strides, pads,
     run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
            for m in (model, changed)]
     assert run[0].shape == run[1].shape and np.abs(run[0] - run[1]).max() <= 1e-6
+
+
+def test_index_wrap_of_a_narrow_int_source_is_left_alone():
+    """Gather takes int32/int64 indices only: a wrap that starts from an int16 tensor is kept as it is."""
+    model = _wrap_model(10)
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT16
+    model.graph.node.insert(0, helper.make_node("Cast", ["i"], ["i32"], to=TensorProto.INT32))
+    for node in model.graph.node[1:]:
+        node.input[:] = ["i32" if name == "i" else name for name in node.input]
+    changed, steps = cleanup.simplify(_copy(model))
+    i = np.arange(-10, 10, dtype=np.int16).reshape(4, 5)
+    assert np.array_equal(_run(model, {"i": i})[0], _run(changed, {"i": i})[0])
+    assert not any("negative-index wrap" in s for s in steps)
+    assert [n.op_type for n in changed.graph.node] == [n.op_type for n in model.graph.node]
+
+
+def test_unnamed_pools_get_their_own_weights():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2, 2])
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("AveragePool", ["p"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    model = _model(nodes, [x], [y])
+    changed = _copy(model)
+    assert len(cleanup.average_pools_as_convolutions(changed)) == 2
+    names = [t.name for t in changed.graph.initializer]
+    assert len(set(names)) == 2
+    data = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    assert np.abs(_run(model, {"x": data})[0] - _run(changed, {"x": data})[0]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("attrs", [{"ceil_mode": 1}, {"auto_pad": "SAME_UPPER"}, {"count_include_pad": 1}])
+def test_pools_the_conv_would_not_match_are_left_alone(attrs):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 7, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    pads = {} if "auto_pad" in attrs else {"pads": [0, 0, 1, 1] if "count_include_pad" in attrs else [0, 0, 0, 0]}
+    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], **pads, **attrs)
+    model = _model([pool], [x], [y])
+    changed = _copy(model)
+    assert cleanup.average_pools_as_convolutions(changed) == []
+    assert [n.op_type for n in changed.graph.node] == ["AveragePool"]
+
+
+def test_pruning_keeps_initializers_listed_as_inputs():
+    """Old exporters list initializers among the inputs; dropping one would make that input required."""
+    model = _dense_on_sequence([6])
+    extra = numpy_helper.from_array(np.zeros(3, np.float32), "unused_default")
+    model.graph.initializer.append(extra)
+    model.graph.input.append(helper.make_tensor_value_info("unused_default", TensorProto.FLOAT, [3]))
+    changed, _ = cleanup.simplify(_copy(model))
+    required = lambda m: {i.name for i in m.graph.input} - {t.name for t in m.graph.initializer}  # noqa: E731
+    assert required(changed) == required(model) == {"x"}
+    x = np.ones((1, 2, 4), np.float32)
+    assert np.abs(_run(model, {"x": x})[0] - _run(changed, {"x": x})[0]).max() <= 1e-6

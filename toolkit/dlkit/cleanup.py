@@ -98,9 +98,9 @@ def _drop_index_wraps(model: Any) -> int:
             continue
         nodes, source = chain
         dtype = helper.tensor_dtype_to_np_dtype(types[source])
-        if not np.issubdtype(dtype, np.signedinteger):
+        if dtype not in (np.int32, np.int64):  # the index types Gather takes
             continue
-        values = np.arange(-size, size, dtype=dtype)
+        values = np.arange(-size, size, dtype=np.int64).astype(dtype)
         result = _run_nodes(model, nodes, {source: values}, gather.input[1])
         if (result is not None and result.shape == values.shape and np.all((result >= -size) & (result < size))
                 and np.all(result % size == values % size)):
@@ -169,6 +169,7 @@ def _tensordots_to_matmuls(model: Any) -> int:
     shapes, inits, consumers = _index(model)
     producer = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
+    outputs.update(*(_subgraph_reads(n) for n in graph.node))  # read inside a Loop/If body: leave alone
     done = 0
     for first in [n for n in graph.node if n.op_type == "Reshape" and n.input[1] in inits]:
         src = shapes.get(first.input[0])
@@ -239,6 +240,7 @@ def _prune(model: Any) -> None:
     keep.reverse()
     del graph.node[:]
     graph.node.extend(keep)
+    needed.update(i.name for i in graph.input)  # an initializer listed as an input stays (old IR style)
     for tensor in [t for t in graph.initializer if t.name not in needed]:
         graph.initializer.remove(tensor)
 
@@ -375,11 +377,19 @@ def average_pools_as_convolutions(model: Any, keep_float: Sequence[str] = ()) ->
     channel's maximum), so the int8 result matches the pool's. Changes `model` in place."""
     from onnx import helper, numpy_helper
 
+    from onnx import shape_inference
+
     graph = model.graph
     shapes, inits, _ = _index(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
+    taken = {*inits, *(name for n in graph.node for name in (*n.input, *n.output))}
     steps = []
     for index, node in enumerate(list(graph.node)):
-        if node.op_type != "AveragePool" or node.name in keep_float:
+        if node.op_type != "AveragePool" or node.name in keep_float or node.input[0] not in types:
+            continue
+        dtype = helper.tensor_dtype_to_np_dtype(types[node.input[0]])
+        if dtype not in (np.float32, np.float16, np.float64):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         kernel, src = list(attrs.get("kernel_shape", [])), shapes.get(node.input[0])
@@ -388,9 +398,11 @@ def average_pools_as_convolutions(model: Any, keep_float: Sequence[str] = ()) ->
                 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID") or list(attrs.get("dilations", [1, 1])) != [1, 1]
                 or not src or len(src) != 4 or src[1] is None):
             continue
-        channels = src[1]
-        weight = numpy_helper.from_array(
-            np.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), np.float32), f"{node.name}_taps")
+        channels, name = src[1], f"{node.name or node.output[0]}_taps"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        weight = numpy_helper.from_array(np.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), dtype), name)
         graph.initializer.append(weight)
         conv = helper.make_node("Conv", [node.input[0], weight.name], [node.output[0]], name=node.name,
                                 group=channels, kernel_shape=kernel, strides=strides)
