@@ -30,10 +30,12 @@ def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
     # The bounds: <= 0.5 points of MNIST test accuracy, a file <= 30% of the float file.
     assert result.accuracy_drop <= 0.005, result.to_dict()
     assert result.size_ratio <= 0.30
-    # The first convolution reads one channel: it stays float (faster than int8 there); the two other convolutions
-    # and both dense layers run int8.
-    assert result.nodes_float == ("cnn_1/conv1_1/BiasAdd",) and result.nodes_quantized >= 4
-    assert any("kept in float" in step for step in result.preparation)
+    # The first convolution reads one channel and the classifier head is 64x10: both stay float (faster than int8
+    # there); the two other convolutions and the hidden dense layer run int8.
+    assert result.nodes_float == ("cnn_1/conv1_1/BiasAdd", "cnn_1/digit_1/MatMul/MatMulAddFusion"), result.nodes_float
+    assert result.nodes_quantized >= 3
+    assert any("first convolution" in step and "kept in float" in step for step in result.preparation)
+    assert any("classifier head" in step and "kept in float" in step for step in result.preparation)
     # laid out for onnxruntime's channels-last int8 kernels: once onnxruntime optimizes, one Transpose is left, where
     # the float stem (NCHW) hands over to the int8 convolutions (NHWC); the Flatten needs none
     assert any("channels-last" in step for step in result.preparation)
@@ -57,6 +59,17 @@ def test_dynamic_int8_mlps(name, kind, onnx_exports, mnist_npz, tmp_path):
     assert result.mode == "dynamic" and "MLP" in result.reason
     assert result.accuracy_drop <= 0.005, result.to_dict()
     assert result.nodes_quantized >= 2 and result.size_ratio < 0.35
+    assert _accuracy(result.path, mnist_npz[kind, "eval"]) == pytest.approx(result.quantized_accuracy)
+
+
+@pytest.mark.parametrize("name, kind, head", [("mlp_digits", "mlp", "32x10"), ("mlp_parity", "parity", "128x2")])
+def test_static_int8_mlps_keep_their_small_head_float(name, kind, head, onnx_exports, mnist_npz, tmp_path):
+    result = dlkit.quantize(onnx_exports[name], tmp_path / "q.onnx", calibration=mnist_npz["mlp", "calib"],
+                            eval_data=mnist_npz[kind, "eval"])
+    assert result.mode == "static"
+    assert any("classifier head" in step and f"({head} weights)" in step for step in result.preparation)
+    assert len(result.nodes_float) == 1 and result.nodes_quantized >= 1  # the hidden layer(s) int8, the head float
+    assert result.accuracy_drop <= 0.005, result.to_dict()
     assert _accuracy(result.path, mnist_npz[kind, "eval"]) == pytest.approx(result.quantized_accuracy)
 
 

@@ -84,6 +84,7 @@ def test_screenshot_in_headless_chromium(cnn_verification, tmp_path):
     assert header_pixels > 5_000 and header_rows.min() < 400, "the table of figures is missing at the top"
     assert bar_pixels > 5_000 and bar_rows.min() > header_rows.min(), "no histogram below the table"
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 130) & (pixels[..., 2] < 130)
-    assert red.sum() > 2_000  # off-diagonal confusion cells of the int8 candidate, breached figures
+    # the breaches in red text and the int8 candidate's one off-diagonal confusion cell (#9 -> 5, about 1,000 px)
+    assert red.sum() > 1_200
     _, black = rows((0, 0, 0), tol=2)
     assert black > 20_000  # the MNIST digits of the worst samples (black backgrounds)

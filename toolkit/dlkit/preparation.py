@@ -39,13 +39,14 @@ def load_onnx(path: str | os.PathLike) -> Any:
     return model
 
 
-def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str], list[str]]:
+def prepare(model: Any, *, channels_last: bool = False, static: bool = False) -> tuple[Any, list[str], list[str]]:
     """Returns the model ready to quantize, one line per change made, and the nodes to keep in float.
 
     Args:
         model: the ONNX ModelProto (not changed).
         channels_last: also lay out convolutional models for onnxruntime's int8 (NHWC) kernels, keeping a
             first convolution with few input channels in float (`cleanup.float_stem`).
+        static: the model is for static int8: a small classifier head stays float (`cleanup.float_head`).
     """
     onnx = _deps.require("onnx", "dlkit quantize")
     steps: list[str] = []
@@ -77,6 +78,12 @@ def prepare(model: Any, *, channels_last: bool = False) -> tuple[Any, list[str],
         steps += stem_steps + channels_last_for_int8(model, keep_float)
         steps += average_pools_as_convolutions(model, keep_float)
     model = _ort_preprocess(onnx, model, steps)
+    if static:  # on the pre-processed graph: the names the quantizer will see
+        from dlkit.cleanup import float_head
+
+        head, head_steps = float_head(model)
+        keep_float += head
+        steps += head_steps
     return model, steps, keep_float
 
 

@@ -180,7 +180,8 @@ def quantize(
 
     mode, reason = _choose_mode(mode, float_model, calib)
     convolutional = any(n.op_type in ("Conv", "ConvTranspose") for n in float_model.graph.node)
-    prepared, steps, stem = preparation.prepare(float_model, channels_last=mode == "static" and convolutional)
+    prepared, steps, stem = preparation.prepare(float_model, channels_last=mode == "static" and convolutional,
+                                                static=mode == "static")
     if mode == "static" and calib is None:
         raise InvalidInputError(f"static quantization needs calibration data ({reason}); pass --calibration DATA "
                                 "(.npy, .npz or an image folder), or --mode dynamic")

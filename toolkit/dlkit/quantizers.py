@@ -145,7 +145,14 @@ def _is_int8(node, dq_outputs) -> bool:
         return False
     if node.op_type.endswith("Integer") or node.op_type.startswith(("QLinear", "DynamicQuantize")):
         return True
-    return (node.op_type in QDQRegistry or node.op_type in QLinearOpsRegistry) and any(i in dq_outputs for i in node.input)
+    if node.op_type not in QDQRegistry and node.op_type not in QLinearOpsRegistry:
+        return False
+    if node.op_type in _WEIGHTED:  # fused only when both the data and the weights come dequantized
+        return len(node.input) > 1 and node.input[0] in dq_outputs and node.input[1] in dq_outputs
+    return any(i in dq_outputs for i in node.input)
+
+
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, np.ndarray],
