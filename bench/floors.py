@@ -3,6 +3,8 @@
 - The call floor: one run of a one-node model (Identity on a (1, 784) float32 input) through dlkit's runtime,
   a bare onnxruntime session and the LiteRT interpreter. A sample model whose whole LiteRT run is shorter than
   onnxruntime's empty call cannot reach 1.0x against LiteRT with onnxruntime underneath.
+- The cost of one more node: chains of 1 and 9 Tanh on a (1, 16) tensor (no compute to speak of) in a bare
+  onnxruntime session and in LiteRT; the difference over 8 is what each node of a graph costs beyond its kernel.
 - The recurrent floor: a recurrent layer reads its whole recurrent weight matrix at every time step, one
   matrix-vector product per step at batch 1. `steps` times the best (batch x H) @ (H x gates*H) product on this
   machine (numpy's BLAS or onnxruntime's MatMul, whichever is faster) is the least the recurrence can cost in
@@ -61,7 +63,8 @@ def call_floor_us(folder: Path) -> dict[str, float | None]:
     path.write_bytes(_model_bytes(graph))
     model = Model(path, threads=1)
     bare = _ort_session(graph)._sess
-    result = {"dlkit": None, "onnxruntime": None, "litert": _litert_empty(x)}
+    litert = _litert_runner(x, lambda t: t * 2.0)  # x + 0 would be folded away: one real op
+    result = {"dlkit": None, "onnxruntime": None, "litert": None if litert is None else _median_us(litert)}
     rounds = {"dlkit": [], "onnxruntime": []}
     for _ in range(5):  # interleaved
         rounds["dlkit"].append(_median_us(lambda: model.predict(x)))
@@ -70,15 +73,42 @@ def call_floor_us(folder: Path) -> dict[str, float | None]:
     return result
 
 
-def _litert_empty(x: np.ndarray) -> float | None:
-    """A one-op LiteRT model (x + 0 is folded away, so x * 2) invoked as the speed race invokes LiteRT."""
+def node_cost_us(short: int = 1, long: int = 9) -> dict[str, float | None]:
+    """Microseconds each extra node costs: {"onnxruntime": .., "litert": .. or None}."""
+    from onnx import TensorProto, helper
+
+    x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
+
+    def ort_chain(count):
+        nodes = [helper.make_node("Tanh", [f"t{i}"], [f"t{i + 1}"]) for i in range(count)]
+        graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 16])],
+                                  [helper.make_tensor_value_info(f"t{count}", TensorProto.FLOAT, [1, 16])])
+        session, name = _ort_session(graph)._sess, f"t{count}"
+        return lambda: session.run([name], {"t0": x}, None)
+
+    runs = {"onnxruntime": (ort_chain(short), ort_chain(long))}
+    litert = (_litert_runner(x, _tanh_chain(short)), _litert_runner(x, _tanh_chain(long)))
+    if None not in litert:
+        runs["litert"] = litert
+    result: dict[str, float | None] = {"onnxruntime": None, "litert": None}
+    rounds: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(5):  # interleaved
+        for key, (few, many) in runs.items():
+            rounds[key].append((_median_us(many) - _median_us(few)) / (long - short))
+    result.update({k: statistics.median(v) for k, v in rounds.items()})
+    return result
+
+
+def _litert_runner(x: np.ndarray, body):
+    """A LiteRT interpreter running `body` (a TensorFlow function of one tensor) on `x`, invoked as the speed
+    race invokes LiteRT; None without LiteRT."""
     try:
         import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         return None
 
-    fn = tf.function(lambda t: t * 2.0, input_signature=[tf.TensorSpec((1, 784), tf.float32)])
+    fn = tf.function(body, input_signature=[tf.TensorSpec(x.shape, tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     interpreter = Interpreter(model_content=converter.convert(), num_threads=1)
     interpreter.allocate_tensors()
@@ -90,7 +120,18 @@ def _litert_empty(x: np.ndarray) -> float | None:
         interpreter.invoke()
         return interpreter.get_tensor(out)
 
-    return _median_us(run)
+    return run
+
+
+def _tanh_chain(count: int):
+    def chain(t):
+        import tensorflow as tf
+
+        for _ in range(count):
+            t = tf.math.tanh(t)
+        return t
+
+    return chain
 
 
 def recurrent_floor_ms(path: Path, batch: int, steps: int = 100) -> float | None:

@@ -5,7 +5,8 @@ and 32 of: a Keras direct call, a `tf.function`, LiteRT float and full-integer i
 data, run by the LiteRT interpreter with XNNPACK), and dlkit's runtime float and int8. It counts each model's
 FLOPs from the ONNX graph, measures this machine's single-thread float32 peak with a large MatMul, and prints
 the floor (FLOPs / peak). Below the table, the floors `floors.py` measures: an empty call through dlkit,
-bare onnxruntime and LiteRT, and for recurrent models the time of their recurrent matrix products alone.
+bare onnxruntime and LiteRT, what each extra node costs in onnxruntime and LiteRT, and for recurrent models
+the time of their recurrent matrix products alone.
 Writes a Markdown table and JSON.
 
     python bench/speed_race.py [--models cnn,char_gru] [--out bench/results/speed_race]
@@ -111,12 +112,12 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from flops import count_flops, measure_peak_gflops
-    from floors import call_floor_us, recurrent_floor_ms
+    from floors import call_floor_us, node_cost_us, recurrent_floor_ms
 
     peak = measure_peak_gflops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        empty = call_floor_us(Path(tmp))
+        empty = {**call_floor_us(Path(tmp)), "per_node": node_cost_us()}
         for name in args.models.split(","):
             entry = _contestants(name, Path(tmp))
             for batch in (1, 32):
@@ -139,6 +140,10 @@ def main() -> None:
                                                         indent=2))
 
 
+def _us(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} us"
+
+
 def _markdown(rows, peak, empty) -> str:
     keys = ["keras", "tf.function", "litert float", "litert int8", "dlkit float", "dlkit int8"]
     lines = [f"Single thread; measured float32 peak {peak:.1f} GFLOP/s. Times in ms (median); ratios are the "
@@ -152,9 +157,11 @@ def _markdown(rows, peak, empty) -> str:
                      + " | ".join(cell(k) for k in keys)
                      + f" | {ratio('litert float', 'dlkit float')} | {ratio('litert int8', 'dlkit int8')} | "
                      f"{ratio('dlkit float', 'dlkit int8')} |")
-    us = lambda k: "n/a" if empty.get(k) is None else f"{empty[k]:.1f} us"  # noqa: E731
+    us = lambda k: _us(empty.get(k))  # noqa: E731
     lines += ["", f"Empty call (one Identity node, batch 1): dlkit {us('dlkit')}, bare onnxruntime {us('onnxruntime')}, "
-              f"LiteRT {us('litert')} (`floors.py`)."]
+              f"LiteRT {us('litert')} (`floors.py`).",
+              f"Each extra node (chains of 1 and 9 Tanh on a (1, 16) tensor): onnxruntime "
+              f"{_us(empty['per_node'].get('onnxruntime'), 2)}, LiteRT {_us(empty['per_node'].get('litert'), 2)}."]
     for r in rows:
         if r.get("recurrent_floor_ms") is not None:
             lines.append(f"Recurrent floor of {r['model']} at batch {r['batch']} ({STEPS} steps x the best recurrent "
