@@ -13,7 +13,7 @@ For static int8 (`preparation.prepare`), `float_stem`, `float_head`, `channels_l
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def _fold_flatten_transposes(model: Any) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    shapes, inits, consumers = _index(model)
+    shapes, _, inits, consumers, _ = _index(model)
     outputs = {o.name for o in graph.output}
 
     folded = 0
@@ -82,18 +82,15 @@ def _drop_index_wraps(model: Any) -> int:
     before the Gather. ONNX Gather already counts negative indices from the end, so when those nodes map every
     index in [-n, n) to itself modulo n, the Gather can read `i` directly. The check runs the nodes on all 2n
     indices (onnxruntime), so any exporter's spelling of the wrap is recognised and nothing else is."""
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
+    _, types, inits, _, producers = _index(model)
     done = 0
     for gather in [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]:
         axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
         size = numpy_helper.to_array(inits[gather.input[0]]).shape[axis]
-        chain = _elementwise_chain(model, gather.input[1], producer, inits)
+        chain = _elementwise_chain(model, gather.input[1], producers, inits)
         if chain is None or chain[1] not in types:
             continue
         nodes, source = chain
@@ -109,7 +106,7 @@ def _drop_index_wraps(model: Any) -> int:
     return done
 
 
-def _elementwise_chain(model: Any, name: str, producer: dict, inits: dict) -> tuple[list, str] | None:
+def _elementwise_chain(model: Any, name: str, producers: dict, inits: dict) -> tuple[list, str] | None:
     """The elementwise nodes computing `name` from one other tensor and scalar constants, in graph order, and
     that tensor; None if `name` is computed any other way."""
     nodes, sources, stack, seen = [], set(), [name], set()
@@ -122,7 +119,7 @@ def _elementwise_chain(model: Any, name: str, producer: dict, inits: dict) -> tu
             if int(np.prod(inits[current].dims)) != 1:
                 return None
             continue
-        node = producer.get(current)
+        node = producers.get(current)
         if node is None or node.op_type not in _ELEMENTWISE:
             sources.add(current)
             continue
@@ -166,8 +163,7 @@ def _tensordots_to_matmuls(model: Any) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    shapes, inits, consumers = _index(model)
-    producer = {out: node for node in graph.node for out in node.output}
+    shapes, _, inits, consumers, producers = _index(model)
     outputs = {o.name for o in graph.output}
     outputs.update(*(_subgraph_reads(n) for n in graph.node))  # read inside a Loop/If body: leave alone
     done = 0
@@ -185,7 +181,7 @@ def _tensordots_to_matmuls(model: Any) -> int:
         if len(after) != 1 or after[0].op_type != "Reshape" or matmul.output[0] in outputs:
             continue
         second = after[0]
-        if not _gives_batch_shape(model, second.input[1], first.input[0], producer, inits, len(src), weight.dims[1]):
+        if not _gives_batch_shape(model, second.input[1], first.input[0], producers, inits, len(src), weight.dims[1]):
             continue
         matmul.input[0] = first.input[0]
         matmul.output[0], second.output[0] = second.output[0], matmul.output[0]  # `second` is left unused
@@ -196,7 +192,7 @@ def _tensordots_to_matmuls(model: Any) -> int:
 _SHAPE_OPS = {"Gather", "Concat", "Cast", "Slice", "Unsqueeze", "Squeeze", "Identity"}
 
 
-def _gives_batch_shape(model: Any, name: str, x: str, producer: dict, inits: dict, rank: int, width: int) -> bool:
+def _gives_batch_shape(model: Any, name: str, x: str, producers: dict, inits: dict, rank: int, width: int) -> bool:
     """Whether tensor `name` is computed from Shape(x) and constants only and equals shape(x)[:-1] + [width]."""
     nodes, stack, seen, shape_node = [], [name], set(), None
     while stack:
@@ -204,7 +200,7 @@ def _gives_batch_shape(model: Any, name: str, x: str, producer: dict, inits: dic
         if current in seen or current == "" or current in inits:
             continue
         seen.add(current)
-        node = producer.get(current)
+        node = producers.get(current)
         if node is None:
             return False
         if node.op_type == "Shape":
@@ -285,7 +281,7 @@ def float_stem(model: Any, max_channels: int = 4) -> tuple[list[str], list[str]]
     from onnx import numpy_helper
 
     graph = model.graph
-    shapes, inits, consumers = _index(model)
+    _, _, inits, consumers, _ = _index(model)
     conv = next((n for n in graph.node if n.op_type == "Conv"), None)
     if conv is None or conv.input[1] not in inits:
         return [], []
@@ -322,12 +318,11 @@ def float_head(model: Any, max_weights: int = 4096) -> tuple[list[str], list[str
         The names of the head's nodes, and one line per head kept.
     """
     graph = model.graph
-    _, inits, consumers = _index(model)
+    _, _, inits, consumers, producers = _index(model)
     outputs = {o.name for o in graph.output}
-    producer = {out: node for node in graph.node for out in node.output}
     names, steps = [], []
     for softmax in [n for n in graph.node if n.op_type == "Softmax" and n.output[0] in outputs]:
-        dense = producer.get(softmax.input[0])
+        dense = producers.get(softmax.input[0])
         if dense is None or dense.op_type not in ("Gemm", "MatMul") or not dense.name or not softmax.name:
             continue
         weight = inits.get(dense.input[1])
@@ -359,7 +354,7 @@ def channels_last_for_int8(model: Any, keep_float: Sequence[str] = ()) -> list[s
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    shapes, inits, consumers = _index(model)
+    shapes, _, inits, consumers, producers = _index(model)
     steps = []
     for index, node in enumerate(list(graph.node)):
         if node.op_type != "Reshape" or node.input[1] not in inits:
@@ -380,7 +375,7 @@ def channels_last_for_int8(model: Any, keep_float: Sequence[str] = ()) -> list[s
         # 2. Flatten of an NCHW conv output into a MatMul whose weights are in NCHW order: back to NHWC order.
         if len(src) == 4 and len(dst) == 2 and len(users) == 1 and users[0].op_type in ("MatMul", "Gemm"):
             weight = inits.get(users[0].input[1])
-            producer = next((n for n in graph.node if node.input[0] in n.output), None)
+            producer = producers.get(node.input[0])
             if (weight is None or producer is None or producer.op_type not in ("Conv", "Relu", "MaxPool", "AveragePool")
                     or len(consumers.get(weight.name, [])) != 1 or _gemm_transposes_b(users[0])):
                 continue
@@ -406,12 +401,8 @@ def average_pools_as_convolutions(model: Any, keep_float: Sequence[str] = ()) ->
     channel's maximum), so the int8 result matches the pool's. Changes `model` in place."""
     from onnx import helper, numpy_helper
 
-    from onnx import shape_inference
-
     graph = model.graph
-    shapes, inits, _ = _index(model)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in [*shape_inference.infer_shapes(model).graph.value_info, *graph.input]}
+    shapes, types, inits, _, _ = _index(model)
     taken = {*inits, *(name for n in graph.node for name in (*n.input, *n.output))}
     steps = []
     for index, node in enumerate(list(graph.node)):
@@ -441,19 +432,30 @@ def average_pools_as_convolutions(model: Any, keep_float: Sequence[str] = ()) ->
     return steps
 
 
-def _index(model: Any) -> tuple[dict[str, list], dict[str, Any], dict[str, list]]:
-    """Static shapes of inputs and inferred tensors (None for a dynamic axis), initializers by name, consumers."""
+class _Index(NamedTuple):
+    """What the folds look up, worked out in one pass (one shape inference)."""
+
+    shapes: dict[str, list]  # inputs and inferred tensors; None for a dynamic axis
+    types: dict[str, int]  # their ONNX element types
+    inits: dict[str, Any]  # initializers by name
+    consumers: dict[str, list]  # tensor name -> the nodes reading it
+    producers: dict[str, Any]  # tensor name -> the node writing it
+
+
+def _index(model: Any) -> _Index:
     from onnx import shape_inference
 
-    shapes = {}
+    shapes, types = {}, {}
     for vi in [*shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]:
         dims = vi.type.tensor_type.shape.dim
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        types[vi.name] = vi.type.tensor_type.elem_type
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    return shapes, {t.name: t for t in model.graph.initializer}, consumers
+    producers = {out: node for node in model.graph.node for out in node.output}
+    return _Index(shapes, types, {t.name: t for t in model.graph.initializer}, consumers, producers)
 
 
 def _gemm_transposes_b(node) -> bool:

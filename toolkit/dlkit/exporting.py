@@ -179,7 +179,7 @@ def export(
         except MissingDependencyError:
             raise
         except Exception as err:  # a fold meeting a graph it does not know costs speed, never the export
-            notes.append(f"graph cleanup was undone: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            notes.append(f"graph cleanup was undone: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
 
     onnx_model = _finish(onnx_model, source, figures, label_list, preprocessing, inputs, renames, atol)
     label_check = _check_labels(label_list, onnx_model)
