@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,7 +49,7 @@ def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise InvalidInputError(f"numpy cannot read '{path}' ({err}); write it with np.save or np.savez") from err
     if not arrays:
         raise InvalidInputError(f"'{path}' holds no arrays; write the inputs with np.savez(path, name=array)")
@@ -63,13 +65,74 @@ def _read_image(path: Path, model: Any) -> np.ndarray:
     return image_input(read_png(path), model.inputs[0], model.metadata)
 
 
-def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
-    """Saves outputs keyed by name to a `.npz` file (the suffix is added when missing, as `np.savez` does).
+def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray], *, force: bool = False) -> Path:
+    """Saves outputs keyed by name to a `.npz` file, whole or not at all (the suffix is added when missing, as
+    `np.savez` does).
+
+    Args:
+        path: the file to write.
+        outputs: arrays keyed by output name.
+        force: replace an existing file. Defaults to False.
+
+    Returns:
+        The path written.
 
     Raises:
-        InvalidInputError: the folder does not exist.
+        InvalidInputError: the folder does not exist or cannot be written, or the file exists and force is off.
     """
     path = Path(path)
+    if not path.name.endswith(".npz"):
+        path = path.with_name(path.name + ".npz")
     if not path.parent.is_dir():
         raise InvalidInputError(f"output folder '{path.parent}' does not exist; create it first")
-    np.savez(path, **outputs)
+    if path.exists() and not force:
+        raise InvalidInputError(f"output '{path}' exists; pass --force (force=True) to replace it")
+    buffer = io.BytesIO()
+    np.savez(buffer, **outputs)
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path`, then renames it into place: a reader sees the old file or
+    the new one, never half of one. The file gets the permissions a plain `open(path, "wb")` would give it.
+
+    Raises:
+        InvalidInputError: the folder cannot be written (permissions, a read-only or full disk).
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise InvalidInputError(f"cannot write to '{path.parent}' ({err.strerror}); choose a folder you can write to") from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InvalidInputError(f"cannot write '{path}' ({err.strerror}); choose a path you can write to") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode(path: Path) -> int:
+    """The replaced file's permissions, else 0o666 less the process umask (mkstemp's own are 0o600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as status:  # Linux: read the umask without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,11 @@ from dlkit_runtime.checks import InputChecker
 from dlkit_runtime.errors import InvalidInputError, ProviderError
 from dlkit_runtime.tensors import from_node_arg
 
-_EPFail = getattr(getattr(ort.capi, "onnxruntime_pybind11_state", None), "EPFail", RuntimeError)
+_ort_errors = getattr(ort.capi, "onnxruntime_pybind11_state", None)
+_EPFail = getattr(_ort_errors, "EPFail", RuntimeError)
+# onnxruntime's verdicts on the values it was fed (an index out of range, a shape a Reshape cannot take, ...)
+_RunFail = tuple(getattr(_ort_errors, name) for name in ("InvalidArgument", "Fail", "RuntimeException")
+                 if hasattr(_ort_errors, name)) or (RuntimeError,)
 _OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -139,6 +144,8 @@ class Model:
         # the runtime's cost at batch 1) and prints its provider fallback to stdout; the binding it wraps runs the
         # same graph, so call that, and report a provider failure as ProviderError instead.
         self._run = getattr(self._session, "_sess", self._session).run
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run raises; onnxruntime need not also log it
         self._check = InputChecker(self.inputs)
 
     @property
@@ -165,16 +172,22 @@ class Model:
             A dict of arrays keyed by output name.
 
         Raises:
-            InvalidInputError: a missing or unknown input name, or a wrong rank, dimension or dtype.
+            InvalidInputError: a missing or unknown input name, or a wrong rank, dimension or dtype; or values
+                onnxruntime rejects while running (an index out of range, a size a Reshape cannot take).
+            ProviderError: the execution provider failed while running.
         """
         feed = self._check(x, cast=cast)
         names = self._output_names if outputs is None else self._check_output_names(outputs)
         try:
-            results = self._run(names, feed, None)
+            results = self._run(names, feed, self._run_options)
             return {names[0]: results[0]} if len(names) == 1 else dict(zip(names, results))
         except _EPFail as err:
             raise ProviderError(f"{', '.join(self.providers)} failed while running '{self.path.name}': "
                                 f"{str(err).strip().splitlines()[0]}; try providers=['cpu']") from err
+        except _RunFail as err:
+            raise InvalidInputError(f"onnxruntime could not run '{self.path.name}' on these inputs "
+                                    f"({ort_message(err)}); check the values (e.g. token ids below the vocabulary "
+                                    "size) and the dynamic dimensions the model accepts") from err
 
     __call__ = predict
 
@@ -280,3 +293,15 @@ def physical_cores() -> int:
     except OSError:
         pass
     return os.cpu_count() or 1
+
+
+def ort_message(err: Exception) -> str:
+    """A one-line summary of an onnxruntime error."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    node = re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text)
+    if node:
+        op, name, status = node.groups()
+        status = re.sub(r"^/\S+:\d+ (?:\S+\(.*?\) )?", "", status)
+        text = f"{op} node {name!r}: {status}" if name else f"{op} node: {status}"
+    return text[:300]

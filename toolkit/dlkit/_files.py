@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from dlkit.errors import InvalidInputError
+from dlkit_runtime.datafiles import write_atomic
+
+__all__ = ["output_path", "write_atomic"]
 
 
 def output_path(output, *, default_from=None, suffix: str, force: bool) -> Path:
@@ -34,17 +35,3 @@ def output_path(output, *, default_from=None, suffix: str, force: bool) -> Path:
     if path.exists() and not force:
         raise InvalidInputError(f"output '{path}' exists; pass --force (force=True) to replace it")
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

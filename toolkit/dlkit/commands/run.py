@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,19 +15,26 @@ from dlkit.commands import _render
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
               help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an 8-bit .png.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
+@click.option("-f", "--force", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
 @click.option("--providers", help="Execution providers in order, e.g. 'cuda,cpu'. [default: all available]")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads. [default: physical cores]")
 @click.option("--cast", is_flag=True, help="Cast inputs to the model's dtypes even when it loses precision.")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back when a provider is missing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, input_path, output, top_k, providers, threads, cast, strict, as_json):
+def command(model, input_path, output, force, top_k, providers, threads, cast, strict, as_json):
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     A .png is decoded, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
     """
     from dlkit_runtime import Model
     from dlkit_runtime.datafiles import read_inputs, write_outputs
+    from dlkit_runtime.errors import InvalidInputError
+
+    if output is not None and any(output.resolve() == p.resolve() for p in (model, input_path)):
+        raise InvalidInputError(f"output '{output}' is an input file; choose another path (inputs are never overwritten)")
+    if output is not None and output.exists() and not force:
+        raise InvalidInputError(f"output '{output}' exists; pass --force to replace it")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -41,14 +47,14 @@ def command(model, input_path, output, top_k, providers, threads, cast, strict, 
     outputs = onnx_model.predict(x, cast=cast)
     classes = onnx_model.classify(x, top_k, cast=cast) if top_k else None
     if output is not None:
-        write_outputs(output, outputs)
+        output = write_outputs(output, outputs, force=force)
     if as_json:
-        click.echo(json.dumps({
+        click.echo(_render.dumps({
             "providers": list(onnx_model.providers),
             "outputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in outputs.items()},
             "top_k": [[p.to_dict() for p in row] for row in classes] if classes else None,
             "saved": str(output) if output else None,
-        }, indent=2))
+        }))
         return
     click.echo(f"Ran {onnx_model.path.name} on {', '.join(onnx_model.providers)}")
     click.echo(_render.table(["output", "dtype", "shape", "min", "max"],
