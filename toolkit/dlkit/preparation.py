@@ -1,5 +1,6 @@
 """Making any valid ONNX model ready for onnxruntime's quantizers, whoever exported it.
 
+- nodes without a name get one (`OpType_k`): exclusions, rankings and reports address nodes by name;
 - an opset older than 13 is upgraded with onnx's version converter (per-channel QDQ needs 13);
 - weights made by `Constant` nodes become initializers, and constant sub-graphs (`ConstantOfShape`, ...) are
   folded by onnxslim, so the quantizers see weights where they look for them;
@@ -20,23 +21,51 @@ from dlkit.errors import InvalidInputError
 MIN_OPSET = 13
 
 
-def load_onnx(path: str | os.PathLike) -> Any:
-    """Loads and checks an ONNX file, with one-line errors for what is not one."""
+def load_onnx(path: str | os.PathLike) -> tuple[Any, list[Path]]:
+    """Loads and checks an ONNX file, with one-line errors for what is not one.
+
+    Returns:
+        The ModelProto (external weights loaded) and the files beside it that held those weights.
+    """
     onnx = _deps.require("onnx", "dlkit quantize")
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"model '{path}' does not exist; give an .onnx file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # DecodeError and friends
         raise InvalidInputError(f"'{path}' is not an ONNX model ({type(err).__name__}); give an .onnx file") from err
+    data_files = external_files(model, path)
+    for data_file in data_files:
+        if not data_file.is_file():
+            raise InvalidInputError(f"model '{path}' keeps its weights in '{data_file}', which is missing; keep that "
+                                    "file beside the .onnx file")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except Exception as err:
+        raise InvalidInputError(f"the external weights of '{path}' cannot be read ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}); re-save the model") from err
     if not model.graph.node:
         raise InvalidInputError(f"'{path}' is not an ONNX model (it has no graph); give an .onnx file")
     try:
         onnx.checker.check_model(model)
     except Exception as err:
         raise InvalidInputError(f"'{path}' fails onnx.checker: {str(err).splitlines()[0]}; fix or re-export it") from err
-    return model
+    return model, data_files
+
+
+def external_files(model: Any, path: Path) -> list[Path]:
+    """The files beside `path` that hold the model's external tensors (onnx's `save_as_external_data`)."""
+    from onnx import TensorProto
+
+    names: list[str] = []
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in names:
+                names.append(location)
+    return [Path(path).parent / name for name in names]
 
 
 def prepare(model: Any, *, channels_last: bool = False, static: bool = False) -> tuple[Any, list[str], list[str]]:
@@ -50,6 +79,12 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     """
     onnx = _deps.require("onnx", "dlkit quantize")
     steps: list[str] = []
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    model = copy
+    named = name_nodes(model)
+    if named:
+        steps.append(f"{named} unnamed node(s) named after their op type")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset < MIN_OPSET:
         from onnx import version_converter
@@ -71,13 +106,11 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     if channels_last:
         from dlkit.cleanup import average_pools_as_convolutions, channels_last_for_int8, float_stem
 
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
         keep_float, stem_steps = float_stem(model)
         steps += stem_steps + channels_last_for_int8(model, keep_float)
         steps += average_pools_as_convolutions(model, keep_float)
     model = _ort_preprocess(onnx, model, steps)
+    name_nodes(model)  # onnxruntime's fusions may leave new nodes unnamed
     if static:  # on the pre-processed graph: the names the quantizer will see
         from dlkit.cleanup import float_head
 
@@ -85,6 +118,36 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
         keep_float += head
         steps += head_steps
     return model, steps, keep_float
+
+
+def name_nodes(model: Any) -> int:
+    """Names every unnamed node, in sub-graphs too, `OpType_k` with k unused; returns how many were named."""
+    from onnx import AttributeProto
+
+    def graphs(graph):
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    yield from graphs(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        yield from graphs(sub)
+
+    nodes = [n for g in graphs(model.graph) for n in g.node]
+    taken = {n.name for n in nodes if n.name}
+    named = 0
+    for k, node in enumerate(nodes):
+        if node.name:
+            continue
+        name, extra = f"{node.op_type}_{k}", 0
+        while name in taken:
+            extra += 1
+            name = f"{node.op_type}_{k}_{extra}"
+        node.name = name
+        taken.add(name)
+        named += 1
+    return named
 
 
 def _constants_to_initializers(model: Any) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlkit import _files, parity, sessions
 from dlkit.datasources import DataSource, open_data
-from dlkit.errors import InvalidInputError, ToleranceError
+from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
 from dlkit.parity import OutputParity
 
 MODES = ("auto", "dynamic", "static", "fp16")
@@ -164,12 +164,15 @@ def quantize(
     started = time.perf_counter()
     _validate(mode, method, target, activation_type, weight_type, max_accuracy_drop, max_output_error)
     source_path = Path(model)
-    float_model = preparation.load_onnx(source_path)
+    float_model, data_files = preparation.load_onnx(source_path)
     suffix = ".fp16.onnx" if mode == "fp16" else ".int8.onnx"
     default = source_path.with_name(source_path.name.removesuffix(".onnx") + suffix)
     out_path = _files.output_path(output if output is not None else default, suffix=suffix, force=force)
-    if out_path.resolve() == source_path.resolve():
-        raise InvalidInputError(f"output '{out_path}' is the input model; choose another path (inputs are never overwritten)")
+    source_files = [source_path, *data_files]
+    if any(out_path.resolve() == f.resolve() for f in source_files):
+        raise InvalidInputError(f"output '{out_path}' is one of the input model's files; choose another path (inputs "
+                                "are never overwritten)")
+    _check_float32(float_model, source_path)
     inputs = sessions.graph_inputs(float_model)
     metadata = _metadata(float_model)
     calib = open_data(calibration, inputs, metadata=metadata, what="calibration data") if calibration else None
@@ -195,8 +198,14 @@ def quantize(
     quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress)
     excluded = list(exclude_nodes) + [name for name in stem if name not in exclude_nodes]
     candidate = quantizer.run(excluded, exclude_op_types)
-    reference = sessions.run(prepared, check)
-    figures, error = _compare(reference, sessions.run(candidate, check))
+    what = ("random samples; pass real ones with --calibration or --eval-data" if check_source == "random"
+            else f"the check samples from {check_source}")
+    reference = sessions.run(prepared, check, what)
+    if mode != "fp16" and quantizers.count_quantized(candidate, mode) == 0:
+        raise QuantizationError(f"nothing in '{source_path}' was quantized: no node onnxruntime's {mode} int8 "
+                                "quantizer handles (Conv, MatMul, Gemm, ... with float32 weights) is left; check "
+                                "--exclude-node/--exclude-op-type, or try --mode fp16")
+    figures, error = _compare(reference, sessions.run(candidate, check, what))
     accuracy = _accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
 
     kept: list[KeptNode] = []
@@ -206,7 +215,7 @@ def quantize(
         for node in ranking:
             excluded.append(node.name)
             candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = _compare(reference, sessions.run(candidate, check))
+            figures, error = _compare(reference, sessions.run(candidate, check, what))
             if accuracy is not None:
                 accuracy = _accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
             _, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
@@ -214,6 +223,12 @@ def quantize(
             if metric <= bound:
                 break
         else:
+            if not kept:  # the ranking reads QDQ pairs: only static int8 has them
+                fix = {"static": "keep nodes in float with --exclude-node/--exclude-op-type",
+                       "fp16": "keep the float32 model"}.get(
+                    mode, "use --mode static with --calibration data, which can keep sensitive nodes in float")
+                raise ToleranceError(f"the bound {bound:g} is not met ({metric:.4g}) and {mode} mode has no nodes to "
+                                     f"rank and keep in float; loosen the bound or {fix}")
             raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
                                  f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
     _check_collapse(reference, figures, error)
@@ -225,7 +240,7 @@ def quantize(
         path=str(out_path), mode=mode, reason=reason, target=target, settings=settings,
         nodes_quantized=quantizers.count_quantized(candidate, mode),
         nodes_float=tuple(quantizers.float_compute_nodes(candidate, mode)),
-        kept_in_float=tuple(kept), size_before_bytes=source_path.stat().st_size, size_after_bytes=len(data),
+        kept_in_float=tuple(kept), size_before_bytes=sum(f.stat().st_size for f in source_files), size_after_bytes=len(data),
         parity=figures, num_samples=len(next(iter(check.values()))), check_source=check_source, output_error=error,
         float_accuracy=None if accuracy is None else accuracy[0],
         quantized_accuracy=None if accuracy is None else accuracy[1],
@@ -246,6 +261,24 @@ def _validate(mode, method, target, activation_type, weight_type, max_accuracy_d
     for value, option in ((max_accuracy_drop, "max_accuracy_drop"), (max_output_error, "max_output_error")):
         if value is not None and not 0 <= value < 1:
             raise InvalidInputError(f"{option} must be in [0, 1), got {value}")
+
+
+def _check_float32(model, path: Path) -> None:
+    """int8 and fp16 both start from float32 weights; an fp16 or already-int8 model has nothing left to gain."""
+    from onnx import TensorProto
+
+    kinds = {t.data_type for t in model.graph.initializer if len(t.dims) >= 1 and _elements(t) > 1}
+    if kinds and TensorProto.FLOAT not in kinds:
+        held = "float16" if TensorProto.FLOAT16 in kinds else "no float32"
+        raise InvalidInputError(f"'{path}' holds {held} weights, not float32; quantize the float32 model it was "
+                                "made from")
+
+
+def _elements(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def _metadata(model) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import numpy as np
 
 from dlkit import _deps
 from dlkit.datasources import DataSource
-from dlkit.errors import QuantizationError
+from dlkit.errors import InvalidInputError, QuantizationError
+from dlkit_runtime.model import ort_message
 
 _CALIB_BATCH = 32
 COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "GRU", "LSTM", "RNN", "Attention"}  # reported when float
@@ -42,6 +43,9 @@ class Quantizer:
         except QuantizationError:
             raise
         except Exception as err:
+            if type(err).__name__ == "InvalidArgument" and self.calibration is not None:  # onnxruntime's verdict
+                raise InvalidInputError(f"the calibration data '{self.calibration.path}' does not run through the "
+                                        f"model ({ort_message(err)}); give data the model accepts") from err
             raise QuantizationError(
                 f"onnxruntime's {self.mode} quantizer failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}) "
                 f"after pre-processing; try --mode {'static' if self.mode == 'dynamic' else 'dynamic'} or "
@@ -122,19 +126,35 @@ def _method(name: str):
 
 
 def count_quantized(model: Any, mode: str) -> int:
-    """Compute nodes that run quantized: fed by DequantizeLinear (QDQ), integer kernels, or fp16."""
+    """Compute nodes that run quantized, in sub-graphs (Loop, If, Scan bodies) too: fed by DequantizeLinear
+    (QDQ), integer kernels, or fp16."""
+    nodes = list(_all_nodes(model.graph))
     if mode == "fp16":
-        return sum(1 for n in model.graph.node if n.op_type not in ("Cast",))
-    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(1 for n in model.graph.node if _is_int8(n, dq))
+        return sum(1 for n in nodes if n.op_type not in ("Cast",))
+    dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(1 for n in nodes if _is_int8(n, dq))
 
 
 def float_compute_nodes(model: Any, mode: str) -> list[str]:
-    """Names of compute nodes (Conv, MatMul, Gemm, GRU, ...) left in float."""
+    """Names of compute nodes (Conv, MatMul, Gemm, GRU, ...) left in float, in sub-graphs too."""
     if mode == "fp16":
         return []
-    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [n.name or n.op_type for n in model.graph.node if n.op_type in COMPUTE_OPS and not _is_int8(n, dq)]
+    nodes = list(_all_nodes(model.graph))
+    dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name or n.op_type for n in nodes if n.op_type in COMPUTE_OPS and not _is_int8(n, dq)]
+
+
+def _all_nodes(graph: Any):
+    from onnx import AttributeProto
+
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _all_nodes(sub)
 
 
 def _is_int8(node, dq_outputs) -> bool:

@@ -6,7 +6,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from dlkit.errors import InvalidInputError
 from dlkit.tensors import TensorInfo
+from dlkit_runtime.model import ort_message
 
 BATCH = 64  # samples per run when comparing models
 
@@ -27,13 +29,35 @@ def batches(samples: Mapping[str, np.ndarray], size: int = BATCH) -> Iterable[di
         yield {k: v[start:start + size] for k, v in samples.items()}
 
 
-def run(model: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All outputs of a ModelProto on `feeds`, run in batches and concatenated, keyed by output name."""
+def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples", *,
+        batch: int = BATCH) -> dict[str, np.ndarray]:
+    """All outputs of a ModelProto on `feeds`, keyed by output name: run in batches and concatenated when every
+    output has the batch axis first, else in one call.
+
+    Raises:
+        InvalidInputError: onnxruntime cannot run the model on `feeds` (`what` names them in the message).
+    """
+    import onnxruntime as ort
+
     sess = session(model)
     names = [o.name for o in sess.get_outputs()]
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # a failed run raises below; no second report in the log
+
+    def call(batch):
+        try:
+            return sess.run(names, batch, options)
+        except Exception as err:
+            raise InvalidInputError(f"onnxruntime could not run the model on {what} ({ort_message(err)}); give data "
+                                    "the model accepts (values and sizes)") from err
+
     parts: dict[str, list] = {n: [] for n in names}
-    for batch in batches(feeds):
-        for name, value in zip(names, sess.run(names, batch)):
+    for part in batches(feeds, batch):
+        values = call(part)
+        count = len(next(iter(part.values())))
+        if any(v.ndim == 0 or v.shape[0] != count for v in values):  # no batch axis first: one call for all
+            return dict(zip(names, call(dict(feeds))))
+        for name, value in zip(names, values):
             parts[name].append(value)
     return {k: np.concatenate(v) for k, v in parts.items()}
 

@@ -16,7 +16,7 @@ from dlkit.commands import _render
               help="auto: static for CNNs, dynamic for MLPs/RNNs without calibration data, static with it.")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="Calibration data for static int8: .npy, .npz keyed by input name, or a folder of images.")
-@click.option("--calibration-samples", type=int, default=1000, show_default=True, help="Calibration samples to use.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Calibration samples to use.")
 @click.option("--eval-data", type=click.Path(path_type=Path),
               help="Inputs and labels (.npz with 'y', or class sub-folders of images) for accuracy figures.")
 @click.option("--target", type=click.Choice(["arm64", "x86-vnni", "x86-avx2", "gpu"]),
