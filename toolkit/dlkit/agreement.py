@@ -134,7 +134,7 @@ class RunningFigures:
                                  None if ref_top is None else int(ref_top[i]),
                                  None if cand_top is None else int(cand_top[i]),
                                  None if labels is None else int(labels[i]),
-                                 {k: np.array(v[i]) for k, v in batch.items()})
+                                 {k: np.array(v[i]) for k, v in batch.items() if i < len(v)})
             item = (*key, sample)
             if len(self.heap) < WORST_SAMPLES:
                 heapq.heappush(self.heap, item)

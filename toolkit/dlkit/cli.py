@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import click
 
@@ -34,10 +35,13 @@ class _LazyGroup(click.Group):
         return importlib.import_module(f"dlkit.commands.{name}").command
 
     def invoke(self, ctx: click.Context):
+        wants_json = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]  # before click consumes them
         try:
             return super().invoke(ctx)
         except DlkitError as err:
             click.echo(f"Error: {err}", err=True)
+            if wants_json and not ctx.meta.get("dlkit.json_emitted"):  # scripts read stdout: the error as JSON too
+                click.echo(json.dumps({"error": str(err), "error_type": type(err).__name__, "exit_code": err.exit_code}))
             ctx.exit(err.exit_code)
 
 

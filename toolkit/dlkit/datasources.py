@@ -77,6 +77,7 @@ def open_data(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, metada
             raise InvalidInputError(f"{what} '{path}' is one array but the model takes {len(inputs)} inputs "
                                     f"{[i.name for i in inputs]}; give an .npz keyed by input name")
         array = _load_npy(path, what)
+        _check_batched({inputs[0].name: array}, path, what)
         source = DataSource(path, inputs, len(array), None, _array_reader({inputs[0].name: array}, inputs, path))
     elif path.suffix == ".npz":
         source = _npz(path, inputs, what)
@@ -91,19 +92,32 @@ def open_data(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, metada
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
+    except (ValueError, OSError, EOFError) as err:
         raise InvalidInputError(f"{what} '{path}' could not be read ({err}); save it with numpy.save") from err
+
+
+def _check_batched(arrays: Mapping[str, np.ndarray], path: Path, what: str) -> None:
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            raise InvalidInputError(f"{what} '{path}' holds one value for '{name}' (a 0-d array); give one row per "
+                                    "sample, batch axis first")
 
 
 def _array_reader(arrays: Mapping[str, np.ndarray], inputs, path) -> Callable[[int, int], dict[str, np.ndarray]]:
     def read(start: int, stop: int) -> dict[str, np.ndarray]:
         try:
-            return {i.name: fit_array(np.asarray(arrays[i.name][start:stop]), i, source=str(path)) for i in inputs}
+            batch = {i.name: fit_array(np.asarray(arrays[i.name][start:stop]), i, source=str(path)) for i in inputs}
         except InvalidInputError:
             for info in inputs:  # say it with the file's whole shape: a zero-copy view raises before it would copy
                 whole = arrays[info.name]
                 fit_array(np.broadcast_to(np.zeros((), whole.dtype), whole.shape), info, source=str(path))
             raise
+        for name, array in batch.items():
+            finite = np.isfinite(array).reshape(len(array), -1).all(axis=1) if array.dtype.kind in "fc" else None
+            if finite is not None and not finite.all():
+                raise InvalidInputError(f"'{path}' has NaN or inf in input '{name}' (sample "
+                                        f"{start + int(np.flatnonzero(~finite)[0])}); clean the data or drop those samples")
+        return batch
 
     return read
 
@@ -123,11 +137,29 @@ def _npz(path: Path, inputs, what) -> DataSource:
     if missing:
         raise InvalidInputError(f"{what} '{path}' has no array for input(s) {missing} (it has {sorted(arrays)}); "
                                 "key the .npz by input name, labels under 'y'")
+    _check_batched({**feeds, **({labels_key: arrays[labels_key]} if labels_key else {})}, path, what)
     counts = {len(feeds[i.name]) for i in inputs}
-    labels = np.asarray(arrays[labels_key]) if labels_key else None
+    labels = _labels(np.asarray(arrays[labels_key]), path, labels_key, what) if labels_key else None
     if len(counts) != 1 or (labels is not None and len(labels) not in counts):
         raise InvalidInputError(f"{what} '{path}' has arrays of different lengths; give one row per sample in each")
     return DataSource(path, inputs, counts.pop(), labels, _array_reader(feeds, inputs, path))
+
+
+def _labels(labels: np.ndarray, path: Path, key: str, what: str) -> np.ndarray:
+    """Class indices from integer labels, a (N, 1) column, or one-hot / per-class score rows (their argmax)."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2 and labels.dtype.kind in "biuf":
+        labels = labels.argmax(axis=1)
+    if labels.ndim != 1 or labels.dtype.kind not in "biuf":
+        raise InvalidInputError(f"labels '{key}' in {what} '{path}' have shape {labels.shape} and dtype {labels.dtype};"
+                                " give one integer class index per sample (or one-hot rows)")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise InvalidInputError(f"labels '{key}' in {what} '{path}' are not whole numbers; give integer class "
+                                    "indices")
+        labels = labels.astype(np.int64)
+    return labels
 
 
 def _npz_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:

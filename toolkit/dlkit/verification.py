@@ -138,6 +138,7 @@ def verify(
     custom_objects: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
+    regression_outputs: Sequence[str] = (),
 ) -> VerifyResult:
     """Runs a reference and ONNX candidates on the same samples and measures how far each candidate is.
 
@@ -156,6 +157,8 @@ def verify(
         safe_mode, custom_objects: as in `dlkit.export`, for a Keras reference.
         progress: called with (samples done, total) after each batch.
         seed: seed of random samples.
+        regression_outputs: outputs of shape (batch, n) that are not class scores (a box, an embedding): judged by
+            their errors alone, without top-1 agreement or accuracy.
 
     Returns:
         A `VerifyResult`; a breached threshold gives `passed=False` and `breaches`, never an exception.
@@ -177,33 +180,45 @@ def verify(
     models = [Model(p, threads=None) for p in paths]
     inputs = models[0].inputs
     for path, model in zip(paths[1:], models[1:]):
-        if {i.name for i in model.inputs} != {i.name for i in inputs}:
-            raise ShapeMismatchError(f"candidate '{path}' takes inputs {[i.name for i in model.inputs]}, "
-                                     f"'{paths[0]}' takes {[i.name for i in inputs]}; candidates must share inputs")
+        _same_inputs(f"candidate '{path}'", model.inputs, f"'{paths[0]}'", inputs)
+    if report is not None:  # before the work, not after it
+        from dlkit import _files
+
+        _files.output_path(report, suffix=".html", force=True)
     ref_name, run_reference = _reference(reference, inputs, safe_mode, custom_objects)
     source, data_name = _data(data, random, inputs, models[0].metadata, batch_size, seed, max_samples)
 
     probe = next(source.batches(2))  # names and shapes before any heavy work
+    probe_count = len(next(iter(probe.values())))
     expected = run_reference(probe)
     for path, model in zip(paths, models):
         _check_outputs(path, expected, model.predict(probe))
-    classifier = [n for n, v in expected.items() if v.ndim == 2 and v.shape[1] >= 2]
+    batched = {n for n, v in expected.items() if v.ndim >= 1 and v.shape[0] == probe_count}
+    unknown = [n for n in regression_outputs if n not in expected]
+    if unknown:
+        raise InvalidInputError(f"regression output(s) {unknown} are not outputs of the models ({sorted(expected)})")
+    classifier = _classifiers(expected, batched, regression_outputs)
     labelled = source.labels is not None and bool(classifier)
     width = expected[classifier[0]].shape[1] if classifier else 0
     class_names = models[0].labels or (source.class_names if source.class_names and
                                        len(source.class_names) == width else None)
-    stats = [{n: RunningFigures(n, v.shape[1] if n in classifier else 0, n == (classifier or list(expected))[0],
-                        labelled and n == classifier[0]) for n, v in expected.items()} for _ in models]
+    primary = (classifier or [n for n in expected if n in batched] or [None])[0]
+    stats = [{n: RunningFigures(n, v.shape[1] if n in classifier else 0, n == primary,
+                                labelled and n == classifier[0]) for n, v in expected.items()} for _ in models]
 
     done = 0
     for batch in source.batches(batch_size):
         ref = run_reference(batch)
-        labels = source.labels[done:done + len(next(iter(ref.values())))] if source.labels is not None else None
+        labels = source.labels[done:done + len(next(iter(batch.values())))] if source.labels is not None else None
+        count = len(next(iter(batch.values())))
         for model, per_output in zip(models, stats):
             got = model.predict(batch)
             for name, stat in per_output.items():
-                stat.update(ref[name], got[name], done, batch, labels)
-        done += len(next(iter(ref.values())))
+                if name in batched:
+                    stat.update(ref[name], got[name], done, batch, labels)
+                else:  # a scalar or an output without a batch axis first: the batch's whole output is one row
+                    stat.update(ref[name].reshape(1, -1), got[name].reshape(1, -1), done, batch, None)
+        done += count
         if progress is not None:
             progress(done, source.count)
 
@@ -223,6 +238,30 @@ def verify(
 
         _report.write(result, report)
     return result
+
+
+def _same_inputs(name: str, got: Sequence[TensorInfo], other: str, want: Sequence[TensorInfo]) -> None:
+    """Same input names, and the same size on every axis both fix."""
+    if {i.name for i in got} != {i.name for i in want}:
+        raise ShapeMismatchError(f"{name} takes inputs {[i.name for i in got]}, {other} take(s) "
+                                 f"{[i.name for i in want]}; the models must share inputs")
+    wanted = {i.name: i for i in want}
+    for info in got:
+        shape = wanted[info.name].shape
+        clash = len(info.shape) != len(shape) or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                                     for a, b in zip(info.shape, shape))
+        if clash:
+            raise ShapeMismatchError(f"{name} takes input '{info.name}' as {_dims(info.shape)}, {other} as "
+                                     f"{_dims(shape)}; compare models of the same input shape")
+
+
+def _dims(shape) -> str:
+    return "(" + ", ".join(str(d) if d is not None else "?" for d in shape) + ")"
+
+
+def _classifiers(expected: Mapping[str, np.ndarray], batched, regression: Sequence[str]) -> list[str]:
+    """Outputs judged by top-1 agreement: every (batch, classes) output not named in `regression`."""
+    return [n for n, v in expected.items() if n in batched and v.ndim == 2 and v.shape[1] >= 2 and n not in regression]
 
 
 def _validate(paths, data, random, atol, min_agreement, max_accuracy_drop, batch_size, max_samples) -> None:
@@ -249,9 +288,7 @@ def _reference(reference, inputs, safe_mode, custom_objects) -> tuple[str, Calla
         from dlkit_runtime import Model
 
         model = Model(reference)
-        if {i.name for i in model.inputs} != {i.name for i in inputs}:
-            raise ShapeMismatchError(f"reference '{reference}' takes inputs {[i.name for i in model.inputs]}, the "
-                                     f"candidates take {[i.name for i in inputs]}")
+        _same_inputs(f"reference '{reference}'", model.inputs, "the candidates", inputs)
         return str(reference), model.predict
     from dlkit.loading import load
 

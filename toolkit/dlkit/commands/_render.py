@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Sequence
 
 import click
 
 
+JSON_EMITTED = "dlkit.json_emitted"  # in click's shared context meta: the verb printed its JSON already
+
+
 def emit_json(result: Any) -> None:
-    click.echo(json.dumps(result.to_dict(), indent=2))
+    click.echo(dumps(result.to_dict()))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[JSON_EMITTED] = True
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (RFC 8259): a NaN or infinite figure becomes null, which every parser reads."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -23,13 +23,16 @@ from dlkit.errors import ToleranceError
               help="Largest top-1 accuracy drop allowed with labelled data (0.01 = 1 point).")
 @click.option("--max-samples", type=int, help="Compare at most this many samples. [default: all]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per run.")
+@click.option("--regression-output", "regression_outputs", multiple=True, metavar="NAME",
+              help="An output of shape (batch, n) that is not class scores (a box, an embedding): judged by its errors "
+                   "alone, without top-1 agreement. Repeatable.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write an HTML report here.")
 @click.option("--custom-objects", type=click.Path(path_type=Path),
               help="A Python file that registers the custom classes a Keras reference needs.")
 @click.option("--no-safe-mode", is_flag=True, help="Allow a Keras reference's Lambda layers to load (trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(reference, candidates, data, random_samples, atol, min_agreement, max_accuracy_drop, max_samples,
-            batch_size, report, custom_objects, no_safe_mode, as_json):
+            batch_size, regression_outputs, report, custom_objects, no_safe_mode, as_json):
     """Compare CANDIDATE ONNX models (float, int8, fp16) with REFERENCE (Keras or ONNX) on the same data.
 
     Prints the figures per candidate and output; a figure outside a threshold exits with code 4 and names it.
@@ -42,6 +45,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
             reference, list(candidates), data, random=random_samples, atol=atol, min_agreement=min_agreement,
             max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size, report=report,
             safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), progress=progress,
+            regression_outputs=regression_outputs,
         )
     if as_json:
         _render.emit_json(result)
@@ -49,8 +53,11 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
         _print(result)
     if not result.passed:
         breaches = result.breaches
+        hint = ""
+        if any(b.figure == "top1_agreement" for b in breaches):
+            hint = " (an output that is not class scores is judged by its errors alone with --regression-output NAME)"
         raise ToleranceError(f"{len(breaches)} figure(s) outside the thresholds: "
-                             + "; ".join(b.message for b in breaches))
+                             + "; ".join(b.message for b in breaches) + hint)
 
 
 def _print(result) -> None:
