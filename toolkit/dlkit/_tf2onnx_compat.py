@@ -184,7 +184,9 @@ def recurrent_handler(plans: dict[str, _RecurrentPlan]) -> Callable:
         if plan.linear_before_reset is not None:
             attr["linear_before_reset"] = plan.linear_before_reset
         n_out = len(outputs)
-        rnn_outputs = [f"{base}_Y" if used[0] else ""] + [f"{base}_Y{k}" for k in ("h", "c")[: n_out - 1]]
+        # Y gets a name even when unused: tf2onnx keys outputs by name, so two layers' "" would collide;
+        # `_unused_rnn_outputs` blanks it again in the finished model
+        rnn_outputs = [f"{base}_Y"] + [f"{base}_Y{k}" for k in ("h", "c")[: n_out - 1]]
         ctx.make_node(plan.op_type, [x_tbf, *weights, "", *initial], attr=attr, outputs=rnn_outputs, name=base)
         if used[0]:  # Y is (T, 1, B, U) -> (B, T, U)
             y = builder.make_squeeze({"data": rnn_outputs[0], "axes": [1]})
@@ -227,4 +229,13 @@ def convert(
         model_proto, _ = tf2onnx.convert.from_function(
             traced, input_signature=specs, opset=opset, custom_op_handlers={op: (handler, []) for op in _PLACEHOLDERS}
         )
+    _unused_rnn_outputs(model_proto)
     return model_proto
+
+
+def _unused_rnn_outputs(model: Any) -> None:
+    """Blanks the sequence output Y of GRU/LSTM nodes nobody reads, so onnxruntime does not write it."""
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        if node.op_type in ("GRU", "LSTM") and node.output and node.output[0] and node.output[0] not in read:
+            node.output[0] = ""

@@ -151,20 +151,27 @@ def export(
     if isinstance(sample_data, (str, os.PathLike)) and not Path(sample_data).is_file():
         raise InvalidInputError(f"sample data '{sample_data}' does not exist; give an .npy or .npz file")
 
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidInputError(f"batch_size must be a positive integer (or None for a dynamic batch), got {batch_size!r}")
+
     source = loading.load(model, safe_mode=safe_mode, custom_objects=dict(custom_objects or {}), input_specs=specs)
     inputs = tuple(
         TensorInfo(i.name, i.dtype, (batch_size, *i.shape[1:]) if batch_size and i.shape else i.shape)
         for i in source.inputs
     )
 
-    samples, sample_source = _samples(sample_data, inputs, num_samples, source, seed)
+    samples, sample_source = _samples(sample_data, source.inputs, num_samples, source, seed)
+    chunk = batch_size or sessions.BATCH  # a fixed batch runs the samples that many at a time
+    samples = _whole_batches(samples, batch_size)
     count = len(next(iter(samples.values())))
-    reference = _run_reference(source, inputs, samples, renames)
+    reference = _run_reference(source, inputs, samples, chunk, sample_source)
+    _check_renames(renames, inputs, list(reference))
+    reference = {renames.get(k, k): v for k, v in reference.items()}
     onnx_model, report = _convert(source, inputs, renames, opset, native_rnn)
     onnx_model = _check_converted(onnx_model, source)
 
     feeds = {renames.get(k, k): v for k, v in samples.items()}
-    figures = _parity_or_raise(onnx_model, feeds, reference, atol, stage="conversion")
+    figures = _parity_or_raise(onnx_model, feeds, reference, atol, stage="conversion", batch=chunk)
     steps: tuple[str, ...] = ()
     notes = list(source.notes)
     if simplify:
@@ -172,7 +179,7 @@ def export(
 
         try:
             cleaned, cleanup_steps = cleanup.simplify(_copy(onnx_model))
-            figures = _parity_or_raise(cleaned, feeds, reference, atol, stage="cleanup")
+            figures = _parity_or_raise(cleaned, feeds, reference, atol, stage="cleanup", batch=chunk)
             onnx_model, steps = cleaned, tuple(cleanup_steps)
         except ToleranceError as err:
             notes.append(f"graph cleanup was undone: {err}")
@@ -263,15 +270,53 @@ def _token_range(source) -> int:
     return min(sizes, default=10)
 
 
-def _run_reference(source, inputs, samples, renames) -> dict[str, np.ndarray]:
+def _whole_batches(samples: dict[str, np.ndarray], batch_size: int | None) -> dict[str, np.ndarray]:
+    """With a fixed batch, the samples cut (or repeated) to a whole number of batches."""
+    if not batch_size:
+        return samples
+    count = len(next(iter(samples.values())))
+    keep = max(batch_size, count - count % batch_size)
+    return {k: np.resize(v, (keep, *v.shape[1:])) if keep > count else v[:keep] for k, v in samples.items()}
+
+
+def _run_reference(source, inputs, samples, chunk, sample_source) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     parts: dict[str, list] = {}
-    for batch in sessions.batches(samples):
-        out = source.call(*[tf.constant(batch[i.name]) for i in inputs])
+    for batch in sessions.batches(samples, chunk):
+        try:
+            out = source.call(*[tf.constant(batch[i.name]) for i in inputs])
+        except Exception as err:  # Keras' own verdict on the sample's shapes or values
+            raise InvalidInputError(
+                f"Keras could not run {source.description} on the {sample_source} samples of shape(s) "
+                f"{[tuple(batch[i.name].shape) for i in inputs]} ({type(err).__name__}: {_one_line(err)}); give "
+                "--input with the sizes the model takes, or --sample-data") from err
         for name, value in out.items():
-            parts.setdefault(renames.get(name, name), []).append(np.asarray(value))
+            parts.setdefault(name, []).append(np.asarray(value))
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _check_renames(renames: Mapping[str, str], inputs, outputs: Sequence[str]) -> None:
+    """Each OLD names an input or output; no two inputs or outputs end up with one name."""
+    if not renames:
+        return
+    input_names = [i.name for i in inputs]
+    unknown = [old for old in renames if old not in input_names and old not in outputs]
+    if unknown:
+        raise InvalidInputError(f"--rename names {unknown}, which the model does not have; its inputs are "
+                                f"{input_names} and its outputs {list(outputs)}")
+    for kind, names in (("inputs", input_names), ("outputs", list(outputs))):
+        renamed = [renames.get(n, n) for n in names]
+        if len(set(renamed)) != len(renamed):
+            raise InvalidInputError(f"--rename gives two {kind} one name ({renamed}); choose unused names")
+
+
+def _one_line(err: Exception) -> str:
+    """An exception's text as one plain line: no ANSI colours, no line breaks, at most 300 characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    return " ".join(text.split())[:300]
 
 
 def _convert(source, inputs, renames, opset, native_rnn):
@@ -290,7 +335,11 @@ def _convert(source, inputs, renames, opset, native_rnn):
         model = _tf2onnx_compat.convert(fn, specs, opset=opset, keras_model=source.keras_model,
                                         native_rnn=native_rnn, report=report)
     except Exception as err:  # tf2onnx raises bare exceptions with its own text
-        raise ConversionError(f"{source.description} could not be converted: {type(err).__name__}: {err}") from err
+        hint = ""
+        if "is not a valid scope name" in str(err):
+            hint = "; rename the layers or the model without spaces or slashes (TensorFlow scope names)"
+        raise ConversionError(f"{source.description} could not be converted: {type(err).__name__}: "
+                              f"{_one_line(err)}{hint}") from err
     return model, report
 
 
@@ -324,8 +373,17 @@ def _check_converted(model: Any, source) -> Any:
     return model
 
 
-def _parity_or_raise(model, feeds, reference, atol, *, stage) -> tuple[OutputParity, ...]:
-    figures = parity.compare(reference, sessions.run(model, feeds))
+def _parity_or_raise(model, feeds, reference, atol, *, stage, batch=sessions.BATCH) -> tuple[OutputParity, ...]:
+    extra = [i.name for i in sessions.graph_inputs(model) if i.name not in feeds]
+    if extra:
+        raise ConversionError(f"after {stage}, the ONNX graph wants inputs the model does not have ({extra}): tf2onnx "
+                              "made tensors captured by a layer into inputs (a Normalization layer's mean and variance,"
+                              " for one); fold them into weights, or export the model without that layer")
+    try:
+        got = sessions.run(model, feeds, batch=batch)
+    except InvalidInputError as err:
+        raise ConversionError(f"after {stage}, the ONNX model does not run in onnxruntime: {err}") from err
+    figures = parity.compare(reference, got)
     worst = max(figures, key=lambda p: p.max_abs_error)
     if not worst.max_abs_error <= atol:  # also catches NaN
         raise ToleranceError(

@@ -70,13 +70,15 @@ def random_inputs(
 ) -> dict[str, np.ndarray]:
     """Random samples in each input's dtype: floats uniform in [0, 1), integers in [0, int_high).
 
-    Dynamic axes get `count` for the batch and `DEFAULT_DYNAMIC_SIZE` elsewhere.
+    Dynamic axes get `count` for the batch and `DEFAULT_DYNAMIC_SIZE` elsewhere, or twice that when `count`
+    equals it: a graph that mixes up the batch axis with another one must not pass because both had one size.
     """
     rng = np.random.default_rng(seed)
+    other = DEFAULT_DYNAMIC_SIZE if count != DEFAULT_DYNAMIC_SIZE else 2 * DEFAULT_DYNAMIC_SIZE
     out = {}
     for info in inputs:
         shape = tuple(
-            d if isinstance(d, int) else (count if axis == 0 else DEFAULT_DYNAMIC_SIZE)
+            d if isinstance(d, int) else (count if axis == 0 else other)
             for axis, d in enumerate(info.shape)
         )
         dtype = np.dtype(info.dtype)

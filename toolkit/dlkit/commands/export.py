@@ -20,10 +20,10 @@ from dlkit.errors import InvalidInputError
               help="Largest absolute difference allowed between Keras and ONNX outputs.")
 @click.option("--sample-data", type=click.Path(path_type=Path),
               help="Inputs to compare on: .npy (one input) or .npz keyed by input name. [default: random]")
-@click.option("--num-samples", type=int, default=16, show_default=True, help="Samples to compare.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=16, show_default=True, help="Samples to compare.")
 @click.option("--input", "input_specs", multiple=True, metavar="NAME:DTYPE[D0,...]",
               help="Input signature, e.g. 'tokens:int32[N,100]'; fixes shapes or adds a subclassed model's inputs.")
-@click.option("--batch-size", type=int, help="Fix the batch axis to this size. [default: dynamic]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Fix the batch axis to this size. [default: dynamic]")
 @click.option("--rename", multiple=True, metavar="OLD=NEW", help="Rename an input or output.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class labels, one per line, stored in the metadata.")
 @click.option("--preprocessing", metavar="JSON", help="Preprocessing hints stored in the metadata, e.g. '{\"scale\": 0.00392}'.")
@@ -85,5 +85,9 @@ def _load_custom_objects(path: Path | None):
         raise InvalidInputError(f"--custom-objects '{path}' is not a Python file; give the .py that defines the classes")
     spec = importlib.util.spec_from_file_location(f"dlkit_custom_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's code: its own error, said in one line
+        raise InvalidInputError(f"--custom-objects '{path}' failed to import ({type(err).__name__}: "
+                                f"{' '.join(str(err).split())[:200]}); fix that file") from err
     return {name: obj for name, obj in vars(module).items() if isinstance(obj, type)}
