@@ -116,10 +116,10 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
     spec = TARGETS[target]
-    output = Path(output)
+    output = Path(output).absolute()
     archive = output.name.endswith((".tar.gz", ".tgz"))
-    _check_output(output, archive, force)
     sources = [Path(model)] + ([Path(float_model)] if float_model is not None else [])
+    _check_output(output, archive, force, sources)
     loaded = [_load(path, Model) for path in sources]
     entries, notes = [], []
     for i, (path, (onnx_model, data)) in enumerate(zip(sources, loaded)):
@@ -219,15 +219,26 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
                                 "refusing to unpack it")
 
 
-def _check_output(output: Path, archive: bool, force: bool) -> None:
+def _check_output(output: Path, archive: bool, force: bool, sources: list[Path]) -> None:
     if archive:
         files_io.output_path(output, suffix=".tar.gz", force=force)
+        if any(output.resolve() == p.resolve() for p in sources):
+            raise InvalidInputError(f"output '{output}' is an input model; choose another path")
         return
     if output.exists() and not output.is_dir():
         raise InvalidInputError(f"output '{output}' is a file; give a folder for the bundle (or a .tar.gz path)")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise InvalidInputError(f"output folder '{output}' is not empty; pass --force (force=True) to replace its "
-                                "contents, or give a new folder")
+    real = output.resolve()
+    guarded = [Path.cwd().resolve(), Path.home().resolve(), *(p.resolve() for p in sources)]
+    if real == Path(real.anchor) or any(real == g or real in g.parents for g in guarded):
+        raise InvalidInputError(f"output folder '{output}' holds the current folder, your home or an input model, "
+                                "which replacing it would delete; give a new folder for the bundle")
+    if output.is_dir() and any(output.iterdir()):
+        if not force:
+            raise InvalidInputError(f"output folder '{output}' is not empty; pass --force (force=True) to replace its "
+                                    "contents, or give a new folder")
+        if not (output / "manifest.json").is_file():
+            raise InvalidInputError(f"output folder '{output}' is not empty and is not a dlkit bundle (no manifest.json);"
+                                    " --force replaces only a bundle, so give a new folder")
     if not output.parent.is_dir():
         raise InvalidInputError(f"output folder '{output.parent}' does not exist; create it first")
 
