@@ -278,3 +278,15 @@ def test_a_graph_mixing_up_batch_and_time_is_refused(tmp_path):
     with pytest.raises(ParityError):
         dlkit.export(model, tmp_path / "td.onnx")
     assert not (tmp_path / "td.onnx").exists()
+
+
+def test_bench_names_dynamic_sizes_the_model_rejects(tmp_path):
+    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, "H", "W"])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)], [_w("w", 4, 3, 3, 3)])
+    path = tmp_path / "conv.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    with pytest.raises(InvalidInputError, match="pass --dynamic-size"):
+        dlkit.bench(path, runs=2)
+    result = dlkit.bench(path, runs=2, dynamic_size=16)
+    assert result.timings[0].p50_ms > 0

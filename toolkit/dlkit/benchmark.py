@@ -86,6 +86,7 @@ def bench(
     warmup: int = 5,
     compare: str | os.PathLike | None = None,
     strict: bool = False,
+    dynamic_size: int = 1,
 ) -> BenchResult:
     """Measures an ONNX model on random inputs of its shapes, in this process.
 
@@ -98,6 +99,8 @@ def bench(
         warmup: untimed runs before them. Defaults to 5.
         compare: a Keras file to run on the same inputs (needs TensorFlow). Defaults to None.
         strict: fail when a provider is missing. Defaults to False.
+        dynamic_size: the size of every dynamic axis but the batch (a sequence length, an image side).
+            Defaults to 1: one step of a recurrent model.
 
     Returns:
         A `BenchResult`.
@@ -119,6 +122,8 @@ def bench(
     batch_sizes = tuple(batch_sizes)
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise InvalidInputError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if not isinstance(dynamic_size, int) or dynamic_size < 1:
+        raise InvalidInputError(f"dynamic_size must be a positive integer, got {dynamic_size!r}")
     if runs < 1 or warmup < 0:
         raise InvalidInputError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     if compare is not None and not Path(compare).exists():
@@ -126,12 +131,18 @@ def bench(
     started = time.perf_counter()
     onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
     load_ms = _ms(time.perf_counter() - started)
-    feeds = {b: sample_inputs(onnx_model.inputs, b, seed=b) for b in batch_sizes}
+    feeds = {b: sample_inputs(onnx_model.inputs, b, dynamic_size=dynamic_size, seed=b) for b in batch_sizes}
     for b in batch_sizes:
         _check_batch(onnx_model, b)
     first = feeds[batch_sizes[0]]
     started = time.perf_counter()
-    onnx_model.predict(first)
+    try:
+        onnx_model.predict(first)
+    except InvalidInputError as err:
+        if not any(isinstance(d, str) or d is None for i in onnx_model.inputs for d in i.shape[1:]):
+            raise
+        raise InvalidInputError(f"{err}; random inputs gave its dynamic axes size {dynamic_size}: pass "
+                                "--dynamic-size with a size the model takes") from err
     first_run_ms = _ms(time.perf_counter() - started)
     timings = tuple(_time(lambda f=feeds[b]: onnx_model.predict(f), b, runs, warmup) for b in batch_sizes)
     compared: tuple[BatchTiming, ...] = ()

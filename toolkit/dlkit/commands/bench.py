@@ -20,16 +20,18 @@ from dlkit.errors import InvalidInputError
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs before them.")
 @click.option("--compare", type=click.Path(path_type=Path),
               help="A Keras file to time on the same inputs (needs TensorFlow).")
+@click.option("--dynamic-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Size of the dynamic axes other than the batch (a sequence length, an image side).")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back when a provider is missing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, batch, threads, providers, runs, warmup, compare, strict, as_json):
+def command(model, batch, threads, providers, runs, warmup, compare, dynamic_size, strict, as_json):
     """Time MODEL (.onnx) here: cold start, latency percentiles, throughput and peak memory."""
     from dlkit.benchmark import bench
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = bench(model, _batch_sizes(batch), threads=threads, providers=providers, runs=runs, warmup=warmup,
-                       compare=compare, strict=strict)
+                       compare=compare, strict=strict, dynamic_size=dynamic_size)
     for w in caught:
         if issubclass(w.category, UserWarning):
             click.echo(f"warning: {w.message}", err=True)
