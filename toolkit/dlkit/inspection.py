@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dlkit.errors import InvalidInputError
+from dlkit.sessions import all_nodes
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 _QOPERATOR = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm", "QLinearConcat",
@@ -95,7 +96,7 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError and friends
         raise InvalidInputError(f"'{path}' is not an ONNX model ({type(err).__name__}); give an .onnx file") from err
-    nodes = list(_all_nodes(proto.graph))
+    nodes = list(all_nodes(proto.graph))
     counts = collections.Counter(n.op_type for n in nodes)
     params, by_dtype = 0, collections.Counter()
     for init in _all_initializers(proto.graph):
@@ -116,14 +117,6 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
         quantization=_quantization(counts, by_dtype), providers=runtime.providers,
         placement=_placement(path, runtime) if placement else {},
     )
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:  # subgraphs of Loop, If, Scan
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_nodes(sub)
 
 
 def _all_initializers(graph):

@@ -17,6 +17,7 @@ from typing import Any
 
 from dlkit import _deps
 from dlkit.errors import InvalidInputError
+from dlkit.sessions import all_nodes
 
 MIN_OPSET = 13
 
@@ -122,19 +123,7 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
 
 def name_nodes(model: Any) -> int:
     """Names every unnamed node, in sub-graphs too, `OpType_k` with k unused; returns how many were named."""
-    from onnx import AttributeProto
-
-    def graphs(graph):
-        yield graph
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    yield from graphs(attr.g)
-                elif attr.type == AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        yield from graphs(sub)
-
-    nodes = [n for g in graphs(model.graph) for n in g.node]
+    nodes = list(all_nodes(model.graph))
     taken = {n.name for n in nodes if n.name}
     named = 0
     for k, node in enumerate(nodes):

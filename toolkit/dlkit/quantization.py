@@ -8,6 +8,7 @@ With a bound (`max_accuracy_drop`, `max_output_error`) the most sensitive nodes 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -267,18 +268,11 @@ def _check_float32(model, path: Path) -> None:
     """int8 and fp16 both start from float32 weights; an fp16 or already-int8 model has nothing left to gain."""
     from onnx import TensorProto
 
-    kinds = {t.data_type for t in model.graph.initializer if len(t.dims) >= 1 and _elements(t) > 1}
+    kinds = {t.data_type for t in model.graph.initializer if len(t.dims) >= 1 and math.prod(t.dims) > 1}
     if kinds and TensorProto.FLOAT not in kinds:
         held = "float16" if TensorProto.FLOAT16 in kinds else "no float32"
         raise InvalidInputError(f"'{path}' holds {held} weights, not float32; quantize the float32 model it was "
                                 "made from")
-
-
-def _elements(tensor) -> int:
-    count = 1
-    for d in tensor.dims:
-        count *= d
-    return count
 
 
 def _metadata(model) -> dict[str, Any]:

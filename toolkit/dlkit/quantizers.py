@@ -12,6 +12,7 @@ import numpy as np
 
 from dlkit import _deps
 from dlkit.datasources import DataSource
+from dlkit.sessions import all_nodes
 from dlkit.errors import InvalidInputError, QuantizationError
 from dlkit_runtime.model import ort_message
 
@@ -128,7 +129,7 @@ def _method(name: str):
 def count_quantized(model: Any, mode: str) -> int:
     """Compute nodes that run quantized, in sub-graphs (Loop, If, Scan bodies) too: fed by DequantizeLinear
     (QDQ), integer kernels, or fp16."""
-    nodes = list(_all_nodes(model.graph))
+    nodes = list(all_nodes(model.graph))
     if mode == "fp16":
         return sum(1 for n in nodes if n.op_type not in ("Cast",))
     dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
@@ -139,22 +140,9 @@ def float_compute_nodes(model: Any, mode: str) -> list[str]:
     """Names of compute nodes (Conv, MatMul, Gemm, GRU, ...) left in float, in sub-graphs too."""
     if mode == "fp16":
         return []
-    nodes = list(_all_nodes(model.graph))
+    nodes = list(all_nodes(model.graph))
     dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name or n.op_type for n in nodes if n.op_type in COMPUTE_OPS and not _is_int8(n, dq)]
-
-
-def _all_nodes(graph: Any):
-    from onnx import AttributeProto
-
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _all_nodes(sub)
 
 
 def _is_int8(node, dq_outputs) -> bool:

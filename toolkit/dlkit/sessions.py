@@ -62,6 +62,15 @@ def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples"
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def all_nodes(graph: Any) -> Iterable[Any]:
+    """Every node of an ONNX graph, those in the sub-graphs of Loop, If and Scan too."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from all_nodes(sub)
+
+
 def graph_tensors(values) -> tuple[TensorInfo, ...]:
     """`TensorInfo`s of graph inputs or outputs (ValueInfoProtos)."""
     import onnx
