@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
-from dlkit import _files, parity, sessions
+from dlkit import _files, sessions
+from dlkit import quantization_figures as figures_
 from dlkit.datasources import DataSource, open_data
 from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
 from dlkit.parity import OutputParity
@@ -32,8 +31,6 @@ TARGETS = {
     "arm64": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
     "gpu": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
 }
-_HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
-_CHECK_RANDOM = 16
 
 
 @dataclass(frozen=True)
@@ -192,7 +189,7 @@ def quantize(
     settings = _settings(target, per_channel, method, activation_type, weight_type, mode)
 
     calib_stop = 0 if calib is None else min(calib.count, calibration_samples)
-    check, check_source = _check_samples(calib, evaluation, inputs, calib_stop, seed)
+    check, check_source = figures_.check_samples(calib, evaluation, inputs, calib_stop, seed)
     if calib is not None and evaluation is None and calib.count > 1:
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
@@ -206,20 +203,20 @@ def quantize(
         raise QuantizationError(f"nothing in '{source_path}' was quantized: no node onnxruntime's {mode} int8 "
                                 "quantizer handles (Conv, MatMul, Gemm, ... with float32 weights) is left; check "
                                 "--exclude-node/--exclude-op-type, or try --mode fp16")
-    figures, error = _compare(reference, sessions.run(candidate, check, what))
-    accuracy = _accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
+    figures, error = figures_.compare(reference, sessions.run(candidate, check, what))
+    accuracy = figures_.accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
 
     kept: list[KeptNode] = []
-    bound, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
+    bound, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
     if bound is not None and metric > bound:
         ranking = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
         for node in ranking:
             excluded.append(node.name)
             candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = _compare(reference, sessions.run(candidate, check, what))
+            figures, error = figures_.compare(reference, sessions.run(candidate, check, what))
             if accuracy is not None:
-                accuracy = _accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
-            _, metric = _bound(max_accuracy_drop, max_output_error, accuracy, error)
+                accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
+            _, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
             kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, metric))
             if metric <= bound:
                 break
@@ -232,7 +229,7 @@ def quantize(
                                      f"rank and keep in float; loosen the bound or {fix}")
             raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
                                  f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
-    _check_collapse(reference, figures, error)
+    figures_.check_collapse(reference, figures, error)
 
     _copy_metadata(float_model, candidate, mode, settings, figures)
     data = candidate.SerializeToString()
@@ -314,56 +311,6 @@ def _settings(target, per_channel, method, activation_type, weight_type, mode) -
     if mode == "fp16":
         return {"keep_io_types": True}
     return settings
-
-
-def _check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[str, np.ndarray], str]:
-    if evaluation is not None:
-        return evaluation.take(0, min(evaluation.count, 1000)), f"{evaluation.path} (eval data)"
-    if calib is not None and calib.count > 1:
-        hold = max(1, min(_HOLD_BACK, calib.count // 10))
-        return calib.take(calib.count - hold, calib.count), f"{calib.path} (last {hold} samples, held back)"
-    return parity.random_inputs(inputs, _CHECK_RANDOM, seed=seed), "random"
-
-
-def _compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
-    figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
-    num = sum(float(np.linalg.norm(got[k].astype(np.float64) - reference[k])) ** 2 for k in reference)
-    den = sum(float(np.linalg.norm(reference[k].astype(np.float64))) ** 2 for k in reference)
-    return figures, (num ** 0.5) / (den ** 0.5) if den > 0 else float(num > 0)
-
-
-def _accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None) -> tuple[float, float]:
-    def top1(model) -> float:
-        session = sessions.session(model)
-        name = session.get_outputs()[0].name
-        correct = 0
-        for start, batch in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
-            scores = session.run([name], batch)[0]
-            correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
-        return correct / evaluation.count
-
-    return (top1(float_model) if float_accuracy is None else float_accuracy), top1(candidate)
-
-
-def _bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:
-    if max_accuracy_drop is not None:
-        return max_accuracy_drop, accuracy[0] - accuracy[1]
-    if max_output_error is not None:
-        return max_output_error, error
-    return None, 0.0
-
-
-def _check_collapse(reference, figures, error) -> None:
-    """Constant, all-zero or far-off outputs are a broken quantization, never a file."""
-    for figure in figures:
-        ref = reference[figure.name]
-        if not np.isfinite(figure.max_abs_error):
-            raise ToleranceError(f"quantized output '{figure.name}' holds NaN or inf; keep more nodes in float "
-                                 "(--exclude-op-type) or use --mode fp16")
-        if figure.cosine_similarity < 0.5 and float(np.std(ref)) > 0:
-            raise ToleranceError(f"quantized output '{figure.name}' collapsed (cosine similarity "
-                                 f"{figure.cosine_similarity:.3f} with the float model; relative error {error:.3g}); "
-                                 "calibrate on real data, keep sensitive nodes in float or use --mode fp16")
 
 
 def _copy_metadata(source, candidate, mode, settings, figures) -> None:

@@ -1,0 +1,64 @@
+"""The figures a quantization is judged by: check samples, the comparison with the float model, top-1 accuracy,
+the bound and the collapse check."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlkit import parity, sessions
+from dlkit.datasources import DataSource
+from dlkit.errors import ToleranceError
+from dlkit.parity import OutputParity
+
+_HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
+_CHECK_RANDOM = 16
+
+
+def check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[str, np.ndarray], str]:
+    if evaluation is not None:
+        return evaluation.take(0, min(evaluation.count, 1000)), f"{evaluation.path} (eval data)"
+    if calib is not None and calib.count > 1:
+        hold = max(1, min(_HOLD_BACK, calib.count // 10))
+        return calib.take(calib.count - hold, calib.count), f"{calib.path} (last {hold} samples, held back)"
+    return parity.random_inputs(inputs, _CHECK_RANDOM, seed=seed), "random"
+
+
+def compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
+    figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
+    num = sum(float(np.linalg.norm(got[k].astype(np.float64) - reference[k])) ** 2 for k in reference)
+    den = sum(float(np.linalg.norm(reference[k].astype(np.float64))) ** 2 for k in reference)
+    return figures, (num ** 0.5) / (den ** 0.5) if den > 0 else float(num > 0)
+
+
+def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None) -> tuple[float, float]:
+    def top1(model) -> float:
+        session = sessions.session(model)
+        name = session.get_outputs()[0].name
+        correct = 0
+        for start, batch in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
+            scores = session.run([name], batch)[0]
+            correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
+        return correct / evaluation.count
+
+    return (top1(float_model) if float_accuracy is None else float_accuracy), top1(candidate)
+
+
+def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:
+    if max_accuracy_drop is not None:
+        return max_accuracy_drop, accuracy[0] - accuracy[1]
+    if max_output_error is not None:
+        return max_output_error, error
+    return None, 0.0
+
+
+def check_collapse(reference, figures, error) -> None:
+    """Constant, all-zero or far-off outputs are a broken quantization, never a file."""
+    for figure in figures:
+        ref = reference[figure.name]
+        if not np.isfinite(figure.max_abs_error):
+            raise ToleranceError(f"quantized output '{figure.name}' holds NaN or inf; keep more nodes in float "
+                                 "(--exclude-op-type) or use --mode fp16")
+        if figure.cosine_similarity < 0.5 and float(np.std(ref)) > 0:
+            raise ToleranceError(f"quantized output '{figure.name}' collapsed (cosine similarity "
+                                 f"{figure.cosine_similarity:.3f} with the float model; relative error {error:.3g}); "
+                                 "calibrate on real data, keep sensitive nodes in float or use --mode fp16")
