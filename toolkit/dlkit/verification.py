@@ -18,10 +18,11 @@ import numpy as np
 from dlkit.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, WorstSample: re-exported)
     HISTOGRAM_EDGES, WORST_SAMPLES, OutputFigures, RunningFigures, WorstSample,
 )
+from dlkit.candidates import TOP_NODES, NodeError  # noqa: F401  (TOP_NODES: re-exported)
+from dlkit.candidates import quantized_nodes as _quantized_nodes
 from dlkit.errors import InvalidInputError, ShapeMismatchError
 from dlkit.tensors import TensorInfo
 
-TOP_NODES = 10
 _SQNR_SAMPLES = 64
 
 
@@ -48,18 +49,6 @@ class Breach:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "message": self.message}
-
-
-@dataclass(frozen=True)
-class NodeError:
-    """A quantized node and the signal-to-quantization-noise ratio of its int8 inputs (lower loses more)."""
-
-    name: str
-    op_type: str
-    sqnr_db: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -359,38 +348,3 @@ def _breaches(path: str, outputs: Sequence[OutputFigures], limits: Mapping[str, 
                 and o.accuracy_drop > limits["max_accuracy_drop"]:
             found.append(Breach(path, o.name, "accuracy_drop", limits["max_accuracy_drop"], o.accuracy_drop))
     return tuple(found)
-
-
-def _quantized_nodes(path: Path, reference, paths, feeds, notes: list[str]) -> tuple[str, tuple[NodeError, ...]]:
-    """The candidate's kind, and for a QDQ int8 candidate its quantized nodes with the lowest SQNR."""
-    import onnx
-
-    model = onnx.load(str(path))
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} or any(o.endswith("Integer") for o in ops):
-        kind = "int8"
-    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        kind = "fp16"
-    else:
-        return "float", ()
-    if "DequantizeLinear" not in ops:
-        return kind, ()
-    floats = [Path(reference)] if isinstance(reference, (str, os.PathLike)) and \
-        Path(reference).suffix.lower() == ".onnx" else []
-    floats += [p for p in paths if p != path]
-    for candidate in floats:
-        float_model = onnx.load(str(candidate))
-        if any(n.op_type in ("DequantizeLinear", "DynamicQuantizeLinear") for n in float_model.graph.node):
-            continue
-        try:
-            from dlkit import preparation, quantizers
-
-            prepared, _, _ = preparation.prepare(float_model)
-            ranked = quantizers.rank_sensitive_nodes(prepared, model, feeds, already=())
-        except Exception as err:  # a ranking failure must not hide the figures
-            notes.append(f"per-node SQNR of {path.name} failed ({type(err).__name__}: {str(err)[:120]})")
-            return kind, ()
-        return kind, tuple(NodeError(n.name, n.op_type, n.sqnr_db) for n in ranked[:TOP_NODES])
-    notes.append(f"no float ONNX model to rank {path.name}'s nodes against; pass the float export as a reference "
-                 "or another candidate for per-node SQNR")
-    return kind, ()
