@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dlkit import _files as files_io
+from dlkit import targets
 from dlkit.errors import InvalidInputError
 
 # Versions with cp311 wheels for manylinux aarch64 and x86-64. onnxruntime must be >= 1.22: the 1.21.0 aarch64 wheel
@@ -134,6 +135,11 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         notes.append(f"{sources[0].name} is int8 and the {target} CPU has no dot-product instructions: int8 may be no "
                      "faster than float there; the bundle's bench.py tells the user which file to run"
                      + ("" if float_model else " (bundle the float model too with --float-model)"))
+    if entries[0]["precision"] == "int8":
+        made_for, settings = targets.of_model(loaded[0][0].metadata)
+        if target == "x86_64" and made_for not in (None, "x86-avx2") and not targets.exact_everywhere(settings):
+            notes.append(f"{sources[0].name} is quantized for {made_for} with 8-bit weights, which saturate in the "
+                         f"int8 kernels of x86 CPUs without VNNI; quantize it with --target {target} for this bundle")
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     first = loaded[0][0]

@@ -11,12 +11,13 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dlkit import _files, sessions
 from dlkit import quantization_figures as figures_
+from dlkit import targets as targets_
 from dlkit.datasources import DataSource, open_data
 from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
 from dlkit.parity import OutputParity
@@ -24,13 +25,7 @@ from dlkit.parity import OutputParity
 MODES = ("auto", "dynamic", "static", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
 TYPES = ("int8", "uint8")
-# onnxruntime's recommended (activation, weight) type pairs and options per target
-TARGETS = {
-    "x86-vnni": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
-    "x86-avx2": {"activation_type": "uint8", "weight_type": "int8", "reduce_range": True, "symmetric": False},
-    "arm64": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
-    "gpu": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
-}
+TARGETS = targets_.PRESETS  # onnxruntime's recommended (activation, weight) types and options per target
 
 
 @dataclass(frozen=True)
@@ -58,7 +53,9 @@ class QuantizeResult:
 
     Attributes:
         path: the quantized file. mode: "dynamic", "static" or "fp16"; reason: why that mode.
-        target: the preset used, if any. settings: the quantizer settings in effect.
+        target: the int8 preset the model is made for ("x86-vnni", "x86-avx2", "arm64", "gpu"; None for fp16);
+        target_reason: why. host_cpu: the CPU whose kernels computed the figures (`dlkit_runtime.cpu.CpuKind`).
+        settings: the quantizer settings in effect.
         nodes_quantized: compute nodes running in int8 (or fp16). nodes_float: compute nodes left in float.
         kept_in_float: nodes the accuracy bound kept in float, in the order it kept them.
         size_before_bytes, size_after_bytes: file sizes.
@@ -67,6 +64,9 @@ class QuantizeResult:
         float_accuracy, quantized_accuracy, accuracy_drop: top-1 accuracy on the evaluation data, when labelled.
         output_error: relative error of the outputs (||q - f|| / ||f||) on the check samples.
         preparation: what was done to the model before quantizing.
+        eval_batch_size: the batch size the quantized model ran at for the figures (a dynamic int8 model's outputs
+        depend on the batch it runs in; static int8, fp16 and float do not). warnings: what the figures do not
+        show (another CPU's kernels).
     """
 
     path: str
@@ -88,6 +88,10 @@ class QuantizeResult:
     accuracy_drop: float | None = None
     preparation: tuple[str, ...] = ()
     seconds: float = 0.0
+    target_reason: str = ""
+    host_cpu: Mapping[str, Any] = field(default_factory=dict)
+    eval_batch_size: int = sessions.BATCH
+    warnings: tuple[str, ...] = ()
 
     @property
     def size_ratio(self) -> float:
@@ -100,6 +104,8 @@ class QuantizeResult:
         out["nodes_float"] = list(self.nodes_float)
         out["preparation"] = list(self.preparation)
         out["settings"] = dict(self.settings)
+        out["host_cpu"] = dict(self.host_cpu)
+        out["warnings"] = list(self.warnings)
         out["size_ratio"] = self.size_ratio
         return out
 
@@ -121,6 +127,7 @@ def quantize(
     max_accuracy_drop: float | None = None,
     max_output_error: float | None = None,
     calibration_samples: int = 1000,
+    deploy_batch_size: int | None = None,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
@@ -134,14 +141,19 @@ def quantize(
             without calibration data, static with it), "dynamic", "static" or "fp16".
         calibration: `.npy`, `.npz` or an image folder for static calibration.
         eval_data: `.npz` with inputs and labels `y` (or a labelled image folder) for accuracy figures.
-        target: "arm64", "x86-vnni", "x86-avx2" or "gpu": onnxruntime's recommended type pairs for it.
+        target: where the int8 model will run, for onnxruntime's type pairs that keep its int8 arithmetic exact
+            there: "host" (the default: this CPU, detected), "x86-vnni", "x86-avx2", "arm64", "gpu", or a bundle's
+            device ("rpi4", "rpi5", "aarch64": arm64; "x86_64": x86-avx2, exact on every x86 CPU).
         per_channel: per-channel weight scales. Defaults to True.
         method: calibration method, "minmax", "entropy" or "percentile". Defaults to "minmax".
-        activation_type, weight_type: "int8" or "uint8". Defaults to the target's, else int8/int8.
+        activation_type, weight_type: "int8" or "uint8". Defaults to the target's.
         exclude_nodes, exclude_op_types: nodes to keep in float, by name or op type.
         max_accuracy_drop: the largest top-1 accuracy drop allowed (0.01 = one point); needs labelled eval_data.
         max_output_error: the largest relative output error allowed, without labels.
         calibration_samples: calibration samples to use at most. Defaults to 1000.
+        deploy_batch_size: the batch size the model will run at when deployed; a dynamic int8 model's figures are
+            computed at it, since its activation scales come from the batch. Defaults to None: 1 for dynamic int8
+            (a device answering one request at a time), 64 otherwise (the figures do not depend on it).
         force: replace an existing output. progress: called with (done, total) during calibration.
         seed: seed of random check samples.
 
@@ -160,7 +172,10 @@ def quantize(
     from dlkit import preparation, quantizers
 
     started = time.perf_counter()
-    _validate(mode, method, target, activation_type, weight_type, max_accuracy_drop, max_output_error)
+    _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error, deploy_batch_size)
+    int8_target = targets_.resolve(target)
+    if int8_target.name == "arm64" and weight_type == "uint8":
+        raise InvalidInputError("uint8 weights are slow or unsupported on ARM; use --weight-type int8 for arm64")
     source_path = Path(model)
     float_model, data_files = preparation.load_onnx(source_path)
     suffix = ".fp16.onnx" if mode == "fp16" else ".int8.onnx"
@@ -186,7 +201,8 @@ def quantize(
     if mode == "static" and calib is None:
         raise InvalidInputError(f"static quantization needs calibration data ({reason}); pass --calibration DATA "
                                 "(.npy, .npz or an image folder), or --mode dynamic")
-    settings = _settings(target, per_channel, method, activation_type, weight_type, mode)
+    settings = _settings(int8_target.name, per_channel, method, activation_type, weight_type, mode)
+    eval_batch = deploy_batch_size or (1 if mode == "dynamic" else sessions.BATCH)
 
     calib_stop = 0 if calib is None else min(calib.count, calibration_samples)
     check, check_source = figures_.check_samples(calib, evaluation, inputs, calib_stop, seed)
@@ -203,8 +219,9 @@ def quantize(
         raise QuantizationError(f"nothing in '{source_path}' was quantized: no node onnxruntime's {mode} int8 "
                                 "quantizer handles (Conv, MatMul, Gemm, ... with float32 weights) is left; check "
                                 "--exclude-node/--exclude-op-type, or try --mode fp16")
-    figures, error = figures_.compare(reference, sessions.run(candidate, check, what))
-    accuracy = figures_.accuracy(prepared, candidate, evaluation) if evaluation is not None and evaluation.labels is not None else None
+    figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
+    accuracy = (figures_.accuracy(prepared, candidate, evaluation, batch=eval_batch)
+                if evaluation is not None and evaluation.labels is not None else None)
 
     kept: list[KeptNode] = []
     bound, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
@@ -213,9 +230,10 @@ def quantize(
         for node in ranking:
             excluded.append(node.name)
             candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = figures_.compare(reference, sessions.run(candidate, check, what))
+            figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
             if accuracy is not None:
-                accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0])
+                accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0],
+                                             batch=eval_batch)
             _, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
             kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, metric))
             if metric <= bound:
@@ -231,11 +249,13 @@ def quantize(
                                  f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
     figures_.check_collapse(reference, figures, error)
 
-    _copy_metadata(float_model, candidate, mode, settings, figures)
+    int8 = mode != "fp16"
+    _copy_metadata(float_model, candidate, mode, settings, figures, int8_target if int8 else None, eval_batch)
+    warning = targets_.mismatch(int8_target.name, settings) if int8 else None
     data = candidate.SerializeToString()
     _files.write_atomic(out_path, data)
     return QuantizeResult(
-        path=str(out_path), mode=mode, reason=reason, target=target, settings=settings,
+        path=str(out_path), mode=mode, reason=reason, target=int8_target.name if int8 else None, settings=settings,
         nodes_quantized=quantizers.count_quantized(candidate, mode),
         nodes_float=tuple(quantizers.float_compute_nodes(candidate, mode)),
         kept_in_float=tuple(kept), size_before_bytes=sum(f.stat().st_size for f in source_files), size_after_bytes=len(data),
@@ -244,18 +264,19 @@ def quantize(
         quantized_accuracy=None if accuracy is None else accuracy[1],
         accuracy_drop=None if accuracy is None else accuracy[0] - accuracy[1],
         preparation=tuple(steps), seconds=round(time.perf_counter() - started, 3),
+        target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=eval_batch,
+        warnings=(warning,) if warning else (),
     )
 
 
-def _validate(mode, method, target, activation_type, weight_type, max_accuracy_drop, max_output_error) -> None:
+def _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,
+              deploy_batch_size) -> None:
     for value, allowed, option in ((mode, MODES, "mode"), (method, METHODS, "method"),
                                    (activation_type, TYPES, "activation type"), (weight_type, TYPES, "weight type")):
         if value is not None and value not in allowed:
             raise InvalidInputError(f"{option} {value!r} is not one of {', '.join(allowed)}")
-    if target is not None and target not in TARGETS:
-        raise InvalidInputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
-    if target == "arm64" and weight_type == "uint8":
-        raise InvalidInputError("uint8 weights are slow or unsupported on ARM; use --weight-type int8 for arm64")
+    if deploy_batch_size is not None and (not isinstance(deploy_batch_size, int) or deploy_batch_size < 1):
+        raise InvalidInputError(f"deploy_batch_size must be a positive integer, got {deploy_batch_size!r}")
     for value, option in ((max_accuracy_drop, "max_accuracy_drop"), (max_output_error, "max_output_error")):
         if value is not None and not 0 <= value < 1:
             raise InvalidInputError(f"{option} must be in [0, 1), got {value}")
@@ -297,7 +318,7 @@ def _choose_mode(mode: str, model, calib: DataSource | None) -> tuple[str, str]:
 
 
 def _settings(target, per_channel, method, activation_type, weight_type, mode) -> dict[str, Any]:
-    preset = dict(TARGETS.get(target, TARGETS["x86-vnni"]))
+    preset = TARGETS[target]
     settings = {
         "per_channel": per_channel,
         "method": method,
@@ -306,14 +327,15 @@ def _settings(target, per_channel, method, activation_type, weight_type, mode) -
         "reduce_range": preset["reduce_range"],
         "symmetric": preset["symmetric"],
     }
-    if mode == "dynamic":
+    if mode == "dynamic":  # DynamicQuantizeLinear's activations are uint8, whatever the preset
         settings.pop("method")
+        settings["activation_type"] = "uint8"
     if mode == "fp16":
         return {"keep_io_types": True}
     return settings
 
 
-def _copy_metadata(source, candidate, mode, settings, figures) -> None:
+def _copy_metadata(source, candidate, mode, settings, figures, target, eval_batch) -> None:
     """The source's metadata plus the quantization's; dlkit as producer; only the opset domains in use."""
     import dlkit
 
@@ -326,4 +348,5 @@ def _copy_metadata(source, candidate, mode, settings, figures) -> None:
     for prop in source.metadata_props:
         candidate.metadata_props.add(key=prop.key, value=prop.value)
     candidate.metadata_props.add(key="dlkit.quantization", value=json.dumps(
-        {"mode": mode, "settings": dict(settings), "parity_vs_float": [f.to_dict() for f in figures]}))
+        {"mode": mode, "settings": dict(settings), "parity_vs_float": [f.to_dict() for f in figures],
+         "target": None if target is None else target.to_dict(), "eval_batch_size": eval_batch}))

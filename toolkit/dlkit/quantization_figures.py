@@ -30,17 +30,19 @@ def compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
     return figures, (num ** 0.5) / (den ** 0.5) if den > 0 else float(num > 0)
 
 
-def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None) -> tuple[float, float]:
-    def top1(model) -> float:
+def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None, *,
+             batch: int = 256) -> tuple[float, float]:
+    """Top-1 accuracy of the float model and of the candidate, the candidate run `batch` samples at a time."""
+    def top1(model, size) -> float:
         session = sessions.session(model)
         name = session.get_outputs()[0].name
         correct = 0
-        for start, batch in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
-            scores = session.run([name], batch)[0]
+        for start, chunk in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
+            scores = np.concatenate([session.run([name], part)[0] for part in sessions.batches(chunk, size)])
             correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
         return correct / evaluation.count
 
-    return (top1(float_model) if float_accuracy is None else float_accuracy), top1(candidate)
+    return (top1(float_model, 256) if float_accuracy is None else float_accuracy), top1(candidate, batch)
 
 
 def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:

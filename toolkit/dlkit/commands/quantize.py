@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.targets import NAMES
 
 
 @click.command("quantize")
@@ -19,8 +20,9 @@ from dlkit.commands import _render
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Calibration samples to use.")
 @click.option("--eval-data", type=click.Path(path_type=Path),
               help="Inputs and labels (.npz with 'y', or class sub-folders of images) for accuracy figures.")
-@click.option("--target", type=click.Choice(["arm64", "x86-vnni", "x86-avx2", "gpu"]),
-              help="Use onnxruntime's recommended int8 type pairs for this hardware.")
+@click.option("--target", type=click.Choice(list(NAMES)), default="host", show_default=True,
+              help="Where the int8 model will run: its type pairs keep the int8 arithmetic exact there. host: this "
+                   "CPU, detected; rpi4/rpi5/aarch64 are arm64; x86_64 (any x86) is x86-avx2.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="Calibration method.")
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor instead of per channel.")
@@ -32,11 +34,14 @@ from dlkit.commands import _render
               help="Keep sensitive nodes in float until top-1 accuracy drops by at most this (0.01 = 1 point).")
 @click.option("--max-output-error", type=float, metavar="FRACTION",
               help="Without labels: keep nodes in float until the outputs' relative error is at most this.")
+@click.option("--deploy-batch-size", type=click.IntRange(min=1), metavar="N",
+              help="The batch size the model will run at: dynamic int8 figures are computed at it (its scales come "
+                   "from the batch). [default: 1 for dynamic, else 64]")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, output, mode, calibration, calibration_samples, eval_data, target, method, per_tensor,
-            activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error, force,
-            as_json):
+            activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error,
+            deploy_batch_size, force, as_json):
     """Quantize MODEL (any valid .onnx) to int8 or fp16 and measure what it costs.
 
     The quantized model is compared with the float one on samples held back from calibration (or the eval data,
@@ -50,14 +55,21 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
             eval_data=eval_data, target=target, method=method, per_channel=not per_tensor,
             activation_type=activation_type, weight_type=weight_type, exclude_nodes=exclude_nodes,
             exclude_op_types=exclude_op_types, max_accuracy_drop=max_accuracy_drop,
-            max_output_error=max_output_error, force=force, progress=progress,
+            max_output_error=max_output_error, deploy_batch_size=deploy_batch_size, force=force, progress=progress,
         )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _render.emit_json(result)
         return
     click.echo(f"Quantized {model} -> {result.path} ({result.mode}: {result.reason})")
     click.echo(f"size {_render.size(result.size_before_bytes)} -> {_render.size(result.size_after_bytes)} "
                f"({result.size_ratio:.0%}); {result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
+    if result.target:
+        click.echo(f"int8 for {result.target}: {result.target_reason}")
+    host = result.host_cpu.get("family", "?")
+    batch = f" at batch {result.eval_batch_size} (dynamic int8 depends on its batch)" if result.mode == "dynamic" else ""
+    click.echo(f"figures computed on this host's CPU ({host}){batch}")
     if result.float_accuracy is not None:
         click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
                    f"drop {100 * result.accuracy_drop:.2f} points")
