@@ -1,13 +1,42 @@
-"""What an ONNX candidate of `dlkit.verify` is: its precision (float, int8, fp16) and, for a QDQ int8 candidate,
-its least accurate quantized nodes."""
+"""What an ONNX candidate of `dlkit.verify` is: its precision (float, int8 static or dynamic, fp16), the int8
+target it was quantized for, and, for a QDQ int8 candidate, its least accurate quantized nodes."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 TOP_NODES = 10
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """kind: "float", "int8" or "fp16". dynamic: int8 with per-batch activation scales (DynamicQuantizeLinear),
+    whose outputs depend on the batch it runs in. target, settings: from dlkit's metadata (None, {} otherwise)."""
+
+    kind: str
+    dynamic: bool
+    target: str | None
+    settings: Mapping[str, Any]
+
+
+def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
+    import onnx
+
+    from dlkit import targets
+    from dlkit.sessions import all_nodes
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in all_nodes(model.graph)}
+    if ops & _INT8_OPS or any(o.endswith("Integer") for o in ops):
+        target, settings = targets.of_model(metadata)
+        return Precision("int8", "DynamicQuantizeLinear" in ops, target, settings)
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return Precision("fp16", False, None, {})
+    return Precision("float", False, None, {})
 
 
 @dataclass(frozen=True)

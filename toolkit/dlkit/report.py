@@ -59,8 +59,12 @@ def render(result: VerifyResult) -> str:
         "<h1>dlkit verify</h1>",
         f"<div class='meta'>reference <b>{escape(result.reference)}</b> &middot; data {escape(result.data)} &middot; "
         f"{result.num_samples:,} samples &middot; thresholds: {escape(limits)} &middot; {result.seconds:.1f} s</div>",
+        f"<div class='meta'>computed on this host: {escape(_host(result))}</div>",
         f"<div class='verdict {'pass' if result.passed else 'fail'}'>{verdict}</div>",
     ]
+    if result.warnings:
+        parts.append("<ul class='notes'>" + "".join(f"<li>warning: {escape(w)}</li>" for w in result.warnings)
+                     + "</ul>")
     if result.breaches:
         parts.append("<ul class='breaches'>" + "".join(f"<li>{escape(b.message)}</li>" for b in result.breaches)
                      + "</ul>")
@@ -96,9 +100,24 @@ def _table(result: VerifyResult) -> str:
                 flagged = (c.path, o.name, key) in bad or (key == "candidate_accuracy" and
                                                            (c.path, o.name, "accuracy_drop") in bad)
                 cells.append(f"<td{' class=bad' if flagged else ''}>{_number(key, getattr(o, key))}</td>")
-            rows.append(f"<tr><td>{escape(Path(c.path).name)}</td><td>{c.kind}</td><td>{escape(o.name)}</td>"
+            rows.append(f"<tr><td>{escape(Path(c.path).name)}</td><td>{escape(_kind(c))}</td><td>{escape(o.name)}</td>"
                         + "".join(cells) + "</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _host(result: VerifyResult) -> str:
+    host, ort = result.host_cpu, result.onnxruntime
+    return (f"{host.get('family', '?')} CPU ({', '.join(host.get('features') or ['-'])}"
+            f"{'; ' + host['model'] if host.get('model') else ''}), onnxruntime {ort.get('version', '?')} on "
+            f"{', '.join(ort.get('providers') or ['?'])}")
+
+
+def _kind(candidate) -> str:
+    """`int8 (dynamic, batch 1) for arm64`: the precision, how it ran and what it was made for."""
+    if candidate.kind != "int8":
+        return candidate.kind
+    how = f"dynamic, batch {candidate.batch_size}" if candidate.dynamic else "static"
+    return f"int8 ({how})" + (f" for {candidate.target}" if candidate.target else "")
 
 
 def _number(key: str, value: Any) -> str:

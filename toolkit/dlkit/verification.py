@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,7 +20,10 @@ from dlkit.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, Wo
 )
 from dlkit.candidates import TOP_NODES, NodeError  # noqa: F401  (TOP_NODES: re-exported)
 from dlkit.candidates import quantized_nodes as _quantized_nodes
+from dlkit import candidates as candidates_
+from dlkit import targets
 from dlkit.errors import InvalidInputError, ShapeMismatchError
+from dlkit_runtime import cpu
 from dlkit.tensors import TensorInfo
 
 _SQNR_SAMPLES = 64
@@ -53,20 +56,27 @@ class Breach:
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """One candidate's figures. kind: "float", "int8" or "fp16". nodes: its least accurate quantized nodes."""
+    """One candidate's figures. kind: "float", "int8" or "fp16"; dynamic: int8 with per-batch scales.
+    nodes: its least accurate quantized nodes. target: the int8 target it was quantized for (dlkit's metadata).
+    batch_size: the batch it ran in. warning: why its figures are not the target's, if they are not."""
 
     path: str
     kind: str
     outputs: tuple[OutputFigures, ...]
     nodes: tuple[NodeError, ...] = ()
     breaches: tuple[Breach, ...] = ()
+    dynamic: bool = False
+    target: str | None = None
+    batch_size: int | None = None
+    warning: str | None = None
 
     @property
     def passed(self) -> bool:
         return not self.breaches
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "kind": self.kind, "passed": self.passed,
+        return {"path": self.path, "kind": self.kind, "dynamic": self.dynamic, "target": self.target,
+                "batch_size": self.batch_size, "warning": self.warning, "passed": self.passed,
                 "outputs": [o.to_dict() for o in self.outputs], "nodes": [n.to_dict() for n in self.nodes],
                 "breaches": [b.to_dict() for b in self.breaches]}
 
@@ -81,6 +91,8 @@ class VerifyResult:
         thresholds: the limits checked. passed: no figure breached them. breaches: those that did.
         class_names: class labels from the model's metadata or the image folder. report: the HTML file written.
         notes: what was skipped and why. seconds: wall time.
+        host_cpu: the CPU whose kernels computed every candidate's figures (`dlkit_runtime.cpu.CpuKind`).
+        onnxruntime: its version and the providers the candidates ran on.
     """
 
     reference: str
@@ -93,6 +105,12 @@ class VerifyResult:
     report: str | None = None
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
+    host_cpu: Mapping[str, Any] = field(default_factory=dict)
+    onnxruntime: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(f"{Path(c.path).name}: {c.warning}" for c in self.candidates if c.warning)
 
     @property
     def breaches(self) -> tuple[Breach, ...]:
@@ -108,7 +126,9 @@ class VerifyResult:
                 "breaches": [b.to_dict() for b in self.breaches], "thresholds": dict(self.thresholds),
                 "candidates": [c.to_dict() for c in self.candidates],
                 "class_names": None if self.class_names is None else list(self.class_names),
-                "report": self.report, "notes": list(self.notes), "seconds": self.seconds}
+                "report": self.report, "notes": list(self.notes), "seconds": self.seconds,
+                "host_cpu": dict(self.host_cpu), "onnxruntime": dict(self.onnxruntime),
+                "warnings": list(self.warnings)}
 
 
 def verify(
@@ -122,6 +142,7 @@ def verify(
     max_accuracy_drop: float | None = 0.01,
     max_samples: int | None = None,
     batch_size: int = 256,
+    deploy_batch_size: int = 1,
     report: str | os.PathLike | None = None,
     safe_mode: bool = True,
     custom_objects: dict | None = None,
@@ -142,6 +163,9 @@ def verify(
             Defaults to 0.01.
         max_samples: compare at most this many samples. Defaults to None: all.
         batch_size: samples per run. Defaults to 256.
+        deploy_batch_size: the batch size the candidates will run at when deployed. A dynamic int8 candidate picks
+            its activation scales from the batch it runs in, so it is run in batches of this size; the others do not
+            depend on it. Defaults to 1 (a device answering one request at a time).
         report: write an HTML report here. Defaults to None.
         safe_mode, custom_objects: as in `dlkit.export`, for a Keras reference.
         progress: called with (samples done, total) after each batch.
@@ -166,7 +190,10 @@ def verify(
     started = time.perf_counter()
     paths = [Path(candidates)] if isinstance(candidates, (str, os.PathLike)) else [Path(c) for c in candidates]
     _validate(paths, data, random, atol, min_agreement, max_accuracy_drop, batch_size, max_samples)
+    if not isinstance(deploy_batch_size, int) or deploy_batch_size < 1:
+        raise InvalidInputError(f"deploy_batch_size must be a positive integer, got {deploy_batch_size!r}")
     models = [Model(p, threads=None) for p in paths]
+    kinds = [candidates_.precision(p, m.metadata) for p, m in zip(paths, models)]
     inputs = models[0].inputs
     for path, model in zip(paths[1:], models[1:]):
         _same_inputs(f"candidate '{path}'", model.inputs, f"'{paths[0]}'", inputs)
@@ -200,8 +227,8 @@ def verify(
         ref = run_reference(batch)
         labels = source.labels[done:done + len(next(iter(batch.values())))] if source.labels is not None else None
         count = len(next(iter(batch.values())))
-        for model, per_output in zip(models, stats):
-            got = model.predict(batch)
+        for model, per_output, info in zip(models, stats, kinds):
+            got = _predict(model, batch, deploy_batch_size if info.dynamic else None)
             for name, stat in per_output.items():
                 if name in batched:
                     stat.update(ref[name], got[name], done, batch, labels)
@@ -214,19 +241,41 @@ def verify(
     limits = {"atol": atol, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop if labelled else None}
     notes: list[str] = []
     results = []
-    for path, per_output in zip(paths, stats):
+    for path, per_output, info in zip(paths, stats, kinds):
         outputs = tuple(s.figures() for s in per_output.values())
         kind, nodes = _quantized_nodes(path, reference, paths, probe if source.count < _SQNR_SAMPLES else
                                        source.take(0, _SQNR_SAMPLES), notes)
-        results.append(CandidateResult(str(path), kind, outputs, nodes, _breaches(str(path), outputs, limits)))
+        warning = targets.mismatch(info.target, info.settings) if info.kind == "int8" else None
+        results.append(CandidateResult(str(path), kind, outputs, nodes, _breaches(str(path), outputs, limits),
+                                       info.dynamic, info.target,
+                                       min(deploy_batch_size if info.dynamic else batch_size, done), warning))
+    import onnxruntime
+
     result = VerifyResult(ref_name, data_name, done, tuple(inputs), tuple(results), limits, class_names,
                           None if report is None else str(report), tuple(notes),
-                          round(time.perf_counter() - started, 3))
+                          round(time.perf_counter() - started, 3), cpu.host().to_dict(),
+                          {"version": onnxruntime.__version__, "providers": sorted({p for m in models
+                                                                                    for p in m.providers})})
     if report is not None:
         from dlkit import report as _report
 
         _report.write(result, report)
     return result
+
+
+def _predict(model, batch: dict, size: int | None) -> dict:
+    """The model's outputs on `batch`, run `size` samples at a time when a size is given and every output has the
+    batch axis first (a dynamic int8 model's outputs depend on the batch it runs in)."""
+    count = len(next(iter(batch.values())))
+    if size is None or size >= count:
+        return model.predict(batch)
+    from dlkit.sessions import batches
+
+    parts = [model.predict(part) for part in batches(batch, size)]
+    if any(v.ndim == 0 or v.shape[0] != len(next(iter(part.values())))
+           for out, part in zip(parts, batches(batch, size)) for v in out.values()):
+        return model.predict(batch)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _same_inputs(name: str, got: Sequence[TensorInfo], other: str, want: Sequence[TensorInfo]) -> None:

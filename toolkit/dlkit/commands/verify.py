@@ -23,6 +23,9 @@ from dlkit.errors import ToleranceError
               help="Largest top-1 accuracy drop allowed with labelled data (0.01 = 1 point).")
 @click.option("--max-samples", type=int, help="Compare at most this many samples. [default: all]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per run.")
+@click.option("--deploy-batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="The batch size the candidates will run at when deployed: a dynamic int8 candidate runs in batches "
+                   "of N (its scales come from the batch); the others do not depend on it.")
 @click.option("--regression-output", "regression_outputs", multiple=True, metavar="NAME",
               help="An output of shape (batch, n) that is not class scores (a box, an embedding): judged by its errors "
                    "alone, without top-1 agreement. Repeatable.")
@@ -32,7 +35,7 @@ from dlkit.errors import ToleranceError
 @click.option("--no-safe-mode", is_flag=True, help="Allow a Keras reference's Lambda layers to load (trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(reference, candidates, data, random_samples, atol, min_agreement, max_accuracy_drop, max_samples,
-            batch_size, regression_outputs, report, custom_objects, no_safe_mode, as_json):
+            batch_size, deploy_batch_size, regression_outputs, report, custom_objects, no_safe_mode, as_json):
     """Compare CANDIDATE ONNX models (float, int8, fp16) with REFERENCE (Keras or ONNX) on the same data.
 
     Prints the figures per candidate and output; a figure outside a threshold exits with code 4 and names it.
@@ -43,10 +46,13 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
     with _render.Progress("verifying", enabled=not as_json) as progress:
         result = verify(
             reference, list(candidates), data, random=random_samples, atol=atol, min_agreement=min_agreement,
-            max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size, report=report,
+            max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size,
+            deploy_batch_size=deploy_batch_size, report=report,
             safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), progress=progress,
             regression_outputs=regression_outputs,
         )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _render.emit_json(result)
     else:
@@ -75,6 +81,15 @@ def _print(result) -> None:
                      if o.reference_accuracy is not None), None)
     if accuracy is not None:
         click.echo(f"reference accuracy {_pct(accuracy)}")
+    host = result.host_cpu
+    click.echo(f"computed on this host: {host.get('family')} CPU ({', '.join(host.get('features') or ['-'])}"
+               f"{'; ' + host['model'] if host.get('model') else ''}), onnxruntime {result.onnxruntime.get('version')} "
+               f"({', '.join(result.onnxruntime.get('providers') or [])})")
+    for c in result.candidates:
+        if c.kind == "int8":
+            made = f"quantized for {c.target}" if c.target else "target unknown (not made by dlkit quantize)"
+            how = f"dynamic, run at batch {c.batch_size}" if c.dynamic else "static"
+            click.echo(f"{Path(c.path).name}: int8 ({how}), {made}")
     for c in result.candidates:
         if c.nodes:
             worst = ", ".join(f"{n.name} ({n.sqnr_db:.1f} dB)" for n in c.nodes[:3])
