@@ -158,6 +158,9 @@ def onnx_exports(model_files, tmp_path_factory):
     ("char_gru_loop" is the GRU exported as tf2onnx's generic Loop)."""
     import dlkit
 
+    prebuilt = os.environ.get("DLKIT_TEST_EXPORTS")  # the emulated-CPU run (tests/cpu_kinds): exported by the host
+    if prebuilt:
+        return _Lazy(lambda name: _prebuilt(Path(prebuilt), name))
     folder = tmp_path_factory.mktemp("exports")
 
     def build(name):
@@ -167,6 +170,13 @@ def onnx_exports(model_files, tmp_path_factory):
                                  native_rnn=not name.endswith("_loop")).path)
 
     return _Lazy(build)
+
+
+def _prebuilt(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.onnx"
+    if not path.is_file():
+        pytest.fail(f"{path} was not exported by the host run; add {name!r} to tests/cpu_kinds' EXPORTS", pytrace=False)
+    return path
 
 
 @pytest.fixture(scope="session")

