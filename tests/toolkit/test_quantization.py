@@ -23,7 +23,6 @@ def _accuracy(path, npz, batch=1000) -> float:
     return float((scores.argmax(-1) == data["y"]).mean())
 
 
-@pytest.mark.int8
 def test_static_int8_cnn_accuracy_and_size(onnx_exports, mnist_npz, tmp_path):
     result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "cnn.int8.onnx",
                             calibration=mnist_npz["cnn", "calib"], eval_data=mnist_npz["cnn", "eval"])
@@ -265,7 +264,6 @@ def test_image_folder_labels_by_class_name(tmp_path):
     assert named.take(0, 2)["pixels"][:, 0, 0, 0].tolist() == [3.0, 7.0]
 
 
-@pytest.mark.int8
 def test_subclassed_cnn_average_pool_runs_as_int8_depthwise_conv(onnx_exports, mnist_npz, tmp_path):
     """onnxruntime's 8-bit average pool is a slow loop: the quantizer hands it to the int8 depthwise convolution."""
     import onnxruntime as ort

@@ -106,9 +106,12 @@ def demo(model: str = "cnn", out: str | os.PathLike = "out/demo", *, samples: st
 
     say("2/5 quantize to static int8, calibrated on the shipped training data")
     quantized = dlkit.quantize(exported.path, folder / f"{name}.int8.onnx", mode="static", force=True,
-                               calibration=data["calib"], eval_data=data.get("eval"),
+                               calibration=data["calib"], eval_data=data.get("eval"), target=target,
                                progress=lambda done, total: None)
-    say(f"    {quantized.size_ratio:.0%} of the float file, output error {quantized.output_error:.3g}")
+    say(f"    {quantized.size_ratio:.0%} of the float file, output error {quantized.output_error:.3g}, "
+        f"int8 for {quantized.target} (the bundle's {target})")
+    for warning in quantized.warnings:
+        say(f"    warning: {warning}")
 
     say("3/5 verify Keras, ONNX and int8 on real test data")
     report = None
