@@ -10,14 +10,16 @@ from types import ModuleType
 
 from dlkit.errors import MissingDependencyError
 
-# import name -> pip distribution and the extra that brings it
+# import name -> pip distribution and the smallest extra that brings it
 _PACKAGES = {
     "tensorflow": ("tensorflow", "export"),
     "keras": ("keras", "export"),
     "tf2onnx": ("tf2onnx", "export"),
-    "onnx": ("onnx", "export"),
-    "onnxslim": ("onnxslim", "export"),
-    "onnxconverter_common": ("onnxconverter-common", "export"),
+    "onnx": ("onnx", "quantize"),
+    "onnxslim": ("onnxslim", "quantize"),
+    "sympy": ("sympy", "quantize"),
+    "onnxconverter_common": ("onnxconverter-common", "quantize"),
+    "PIL": ("pillow", "images"),
 }
 
 
@@ -36,7 +38,7 @@ def require(module: str, feature: str) -> ModuleType:
                 return importlib.import_module(module)
         return importlib.import_module(module)
     except ImportError as err:
-        dist, extra = _PACKAGES.get(module, (module, "export"))
+        dist, extra = _PACKAGES.get(module, (module, "quantize"))
         raise MissingDependencyError(
             f"{feature} needs {dist}, which is not installed; install it with: pip install 'dlkit[{extra}]'"
         ) from err

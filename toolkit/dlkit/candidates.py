@@ -24,9 +24,9 @@ class Precision:
 
 
 def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
-    import onnx
+    from dlkit import _deps, targets
 
-    from dlkit import targets
+    onnx = _deps.require("onnx", "dlkit verify")
     from dlkit.sessions import all_nodes
 
     model = onnx.load(str(path), load_external_data=False)

@@ -76,7 +76,7 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
 
     Raises:
         InvalidInputError: a missing or unreadable file.
-        MissingDependencyError: the `onnx` package is not installed (`pip install 'dlkit[export]'`).
+        MissingDependencyError: the `onnx` package is not installed (`pip install 'dlkit[quantize]'`).
 
     Example:
 
