@@ -1,4 +1,5 @@
-"""Input and output files of `dlkit run`: `.npy` (one input), `.npz` (keyed by input name), `.png` (one image)."""
+"""Input and output files of `dlkit run`: `.npy` (one input), `.npz` (keyed by input name), or one image (PNG without
+anything else; JPEG, BMP, GIF, WebP and TIFF with Pillow: see `dlkit_runtime.images`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 
 from dlkit_runtime.errors import InvalidInputError
 
-_IMAGES = {".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict[str, np.ndarray]:
@@ -21,29 +21,27 @@ def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict
 
     Args:
         path: a `.npy` file (the array for a one-input model), a `.npz` file (arrays keyed by input name), or an
-            8-bit `.png` for a one-input image model (see `dlkit_runtime.images`).
-        model: the `Model` the inputs are for; needed for a `.png`. Defaults to None.
+            image for a one-input image model, resized and scaled for it (see `dlkit_runtime.images`).
+        model: the `Model` the inputs are for; needed for an image. Defaults to None.
 
     Returns:
         An array, or a dict of arrays keyed by name.
 
     Raises:
-        InvalidInputError: a missing file, an image, another format, or a file numpy cannot read.
+        InvalidInputError: a missing file, another format, or a file numpy or Pillow cannot read.
+        MissingDependencyError: an image other than PNG without Pillow installed.
     """
+    from dlkit_runtime.images import SUFFIXES
+
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in _IMAGES:
-        raise InvalidInputError(
-            f"'{path}' is an image dlkit_runtime does not decode (it reads 8-bit PNG only); convert it to "
-            f".npy with the model's preprocessing, e.g. np.save('x.npy', np.asarray(PIL.Image.open('{path.name}'), "
-            "'float32')[None] / 255)")
     if not path.is_file():
-        raise InvalidInputError(f"input file '{path}' does not exist; give a .npy, .npz or .png file")
-    if suffix == ".png":
+        raise InvalidInputError(f"input file '{path}' does not exist; give a .npy, .npz or image file")
+    if suffix in SUFFIXES:
         return _read_image(path, model)
     if suffix not in (".npy", ".npz"):
-        raise InvalidInputError(f"input file '{path}' is not .npy, .npz or .png; save your arrays with np.save or "
-                                "np.savez")
+        raise InvalidInputError(f"input file '{path}' is not .npy, .npz or an image ({', '.join(SUFFIXES)}); save "
+                                "your arrays with np.save or np.savez")
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -57,12 +55,12 @@ def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict
 
 
 def _read_image(path: Path, model: Any) -> np.ndarray:
-    from dlkit_runtime.images import image_input, read_png
+    from dlkit_runtime.images import decode, image_input
 
     if model is None or len(model.inputs) != 1:
         raise InvalidInputError(f"an image ('{path}') can feed only a model with one input; give a .npz keyed by input "
                                 "name")
-    return image_input(read_png(path), model.inputs[0], model.metadata)
+    return image_input(decode(path, model.inputs[0], model.metadata), model.inputs[0], model.metadata)
 
 
 def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray], *, force: bool = False) -> Path:

@@ -1,7 +1,11 @@
-"""Images as model inputs without an imaging library: 8-bit PNG decoding, layout, channels and the export's
-preprocessing hints (`dlkit.preprocessing`: `scale`, `mean`, `std`).
+"""Images as model inputs: decoding, size, layout, channels and the export's preprocessing hints
+(`dlkit.preprocessing`: `scale`, `mean`, `std`).
 
-Only what a device needs to try a model on one picture: no resizing, no other formats.
+With Pillow installed (`pip install pillow`, or `dlkit[images]`; a bundle for an image model ships it), `decode`
+reads what cameras and phones write: JPEG (turned upright by its EXIF orientation), PNG of any bit depth and colour
+type, BMP, GIF, WebP and TIFF, and resizes the picture to the model's input. Without Pillow, the bare runtime still
+reads 8-bit PNG with the small decoder here (numpy and zlib only) at the model's own size: a device without Pillow
+can try a model on the PNG files dlkit's examples use, and any other format names the package that reads it.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dlkit_runtime.errors import InvalidInputError
+from dlkit_runtime.errors import InvalidInputError, MissingDependencyError
 from dlkit_runtime.tensors import TensorInfo
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what `decode` reads (Pillow)
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (gray, RGB, gray+alpha, RGBA)
 
 
@@ -94,6 +99,62 @@ def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Mapping[str, Any] | None = None
+           ) -> np.ndarray:
+    """An image file's pixels, uint8 (H, W) or (H, W, C), resized to `info`'s fixed height and width (Pillow).
+
+    16-bit PNG and TIFF keep their top 8 bits; palette, CMYK and other modes become RGB (grayscale stays gray).
+
+    Raises:
+        InvalidInputError: a missing, damaged or unreadable image. MissingDependencyError: not a PNG and Pillow is
+            not installed.
+    """
+    path = Path(path)
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        if path.suffix.lower() != ".png":
+            raise MissingDependencyError(f"reading '{path.name}' needs Pillow, which is not installed (dlkit_runtime "
+                                         "alone reads 8-bit PNG); install it with: pip install pillow") from None
+        return read_png(path)
+    size = None
+    if info is not None and len(info.shape) in (3, 4):
+        _, height, width, _ = _geometry(info, metadata or {})
+        size = (width, height) if isinstance(height, int) and isinstance(width, int) else None
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):  # 16-bit or 32-bit integer gray
+                deep = np.asarray(image).astype(np.uint32)
+                image = Image.fromarray((deep >> (8 if deep.max() < 65536 else 24)).astype(np.uint8), "L")
+            elif image.mode not in ("L", "RGB"):
+                image = image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
+            if size is not None and image.size != size:
+                image = image.resize(size, Image.BILINEAR)
+            pixels = np.asarray(image)
+    except FileNotFoundError:
+        raise InvalidInputError(f"image '{path}' does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise InvalidInputError(f"Pillow cannot read '{path}' ({type(err).__name__}: {str(err)[:120]}); give a "
+                                "JPEG, PNG, BMP, GIF, WebP or TIFF image") from err
+    return pixels
+
+
+def _geometry(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[str, Any, Any, Any]:
+    """(layout, height, width, channels) of an image-like input: NHWC, NCHW (a 4-D input) or NHW (3-D)."""
+    layout = (metadata.get("input_layout") or {}).get(info.name) if isinstance(metadata.get("input_layout"), dict) else None
+    shape = info.shape
+    if len(shape) == 4:
+        layout = layout if layout in ("NHWC", "NCHW") else ("NCHW" if shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
+                                                           else "NHWC")
+        height, width, want = (shape[1], shape[2], shape[3]) if layout == "NHWC" else (shape[2], shape[3], shape[1])
+        return layout, height, width, want
+    if len(shape) == 3:
+        return "NHW", shape[1], shape[2], 1
+    raise InvalidInputError(f"input '{info.name}' {info.dtype} {info.shape_text()} does not take an image; give "
+                            "a .npy or .npz file")
+
+
 def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]) -> np.ndarray:
     """Turns decoded pixels into a batch of one for `info`, as the export's metadata describes.
 
@@ -103,22 +164,13 @@ def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]
     Raises:
         InvalidInputError: the input is not an image-like tensor, or the picture's size differs from it.
     """
-    layout = (metadata.get("input_layout") or {}).get(info.name) if isinstance(metadata.get("input_layout"), dict) else None
-    shape = info.shape
-    if len(shape) == 4:
-        layout = layout if layout in ("NHWC", "NCHW") else ("NCHW" if shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
-                                                           else "NHWC")
-        height, width, want = (shape[1], shape[2], shape[3]) if layout == "NHWC" else (shape[2], shape[3], shape[1])
-    elif len(shape) == 3:
-        layout, (height, width), want = "NHW", shape[1:], 1
-    else:
-        raise InvalidInputError(f"input '{info.name}' {info.dtype} {info.shape_text()} does not take an image; give "
-                                "a .npy or .npz file")
+    layout, height, width, want = _geometry(info, metadata)
     pixels = _channels(image if image.ndim == 3 else image[..., None], want if isinstance(want, int) else 3)
     for axis, (dim, size) in enumerate(zip((height, width), pixels.shape[:2])):
         if isinstance(dim, int) and dim != size:
             raise InvalidInputError(f"input '{info.name}' wants {height}x{width} images, the picture is "
-                                    f"{pixels.shape[0]}x{pixels.shape[1]}; resize it first")
+                                    f"{pixels.shape[0]}x{pixels.shape[1]}; resize it first (with Pillow installed, "
+                                    "dlkit resizes it: pip install pillow)")
     if np.dtype(info.dtype).kind != "f":  # a model that takes raw pixels does its own preprocessing
         x = pixels.astype(info.dtype)
         return np.ascontiguousarray((x.transpose(2, 0, 1) if layout == "NCHW" else x[..., 0] if layout == "NHW" else x)[None])

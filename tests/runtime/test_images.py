@@ -96,3 +96,46 @@ def test_mnist_png_through_the_exported_cnn(cnn_onnx, mnist_test, tmp_path):
         x = read_inputs(write_png(tmp_path / f"{i}.png", images[i]), model)
         assert x.shape == (1, 28, 28, 1) and x.max() <= 1.0  # the export's hint scale 1/255 was applied
         assert model.classify(x, 1)[0][0].label == str(labels[i])
+
+
+def _photo_of(image: np.ndarray, path, **save):
+    """A digit as a camera or phone would store it: RGB, larger than the model's input, in the given format."""
+    from PIL import Image
+
+    Image.fromarray(image).convert("RGB").resize((96, 96), Image.BICUBIC).save(path, **save)
+    return path
+
+
+def test_jpeg_and_16_bit_png_through_pillow(cnn_onnx, mnist_test, tmp_path):
+    """A JPEG (resized from 96x96, EXIF-free) and a 16-bit grayscale PNG of each digit give the top-1 class its
+    .npy gives (the trained CNN's margins on these digits are far above JPEG's and resizing's noise)."""
+    from PIL import Image
+
+    images, labels = mnist_test
+    model = Model(cnn_onnx)
+    for i in range(4):
+        expected = model.classify(images[i][None, ..., None].astype(np.float32) / 255, 1)[0][0].label
+        jpeg = read_inputs(_photo_of(images[i], tmp_path / f"{i}.jpg", quality=90), model)
+        deep = tmp_path / f"{i}.png"
+        Image.fromarray(images[i].astype(np.uint16) * 257).save(deep)  # 16-bit: Pillow's I;16
+        png16 = read_inputs(deep, model)
+        assert jpeg.shape == png16.shape == (1, 28, 28, 1) and 0 <= jpeg.min() and jpeg.max() <= 1.0
+        np.testing.assert_allclose(png16[0, ..., 0], images[i] / 255, atol=1e-6)  # the top 8 bits, exactly
+        assert model.classify(jpeg, 1)[0][0].label == model.classify(png16, 1)[0][0].label == expected == str(labels[i])
+
+
+def test_without_pillow_png_still_reads_and_jpeg_names_the_package(cnn_onnx, mnist_test, tmp_path):
+    """The bare runtime (no Pillow; blocked in a fresh interpreter) reads 8-bit PNG and names Pillow for a JPEG."""
+    import subprocess
+    import sys
+
+    images, _ = mnist_test
+    png = write_png(tmp_path / "d.png", images[0])
+    jpeg = _photo_of(images[0], tmp_path / "d.jpg")
+    script = ("import sys; sys.modules['PIL'] = None\n"
+              "from dlkit_runtime import Model, MissingDependencyError\nfrom dlkit_runtime.datafiles import read_inputs\n"
+              f"m = Model({str(cnn_onnx)!r})\nprint(read_inputs({str(png)!r}, m).shape)\n"
+              f"try:\n    read_inputs({str(jpeg)!r}, m)\nexcept MissingDependencyError as err:\n    print(err.exit_code, err)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "(1, 28, 28, 1)"
+    assert out[1].startswith("3 reading 'd.jpg' needs Pillow") and "pip install pillow" in out[1]

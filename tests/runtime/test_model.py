@@ -129,9 +129,9 @@ def test_datafiles_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("name, match", [
-    ("photo.jpg", "is an image dlkit_runtime does not decode (it reads 8-bit PNG only)"),
-    ("missing.npy", "does not exist; give a .npy, .npz or .png file"),
-    ("data.csv", "is not .npy, .npz or .png"),
+    ("photo.jpg", "does not exist; give a .npy, .npz or image file"),
+    ("missing.npy", "does not exist; give a .npy, .npz or image file"),
+    ("data.csv", "is not .npy, .npz or an image (.png, .jpg"),
 ])
 def test_datafiles_errors(tmp_path, name, match):
     (tmp_path / "data.csv").write_text("1,2")

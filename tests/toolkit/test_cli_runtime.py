@@ -71,8 +71,8 @@ def test_run_cuda_strict_fails(cnn_onnx, digits_npy):
 @pytest.mark.parametrize("make, code, match", [
     (lambda d: np.save(d / "x.npy", np.zeros((28, 28, 1), np.float32)), 2, "add a batch axis: x[None]"),
     (lambda d: np.save(d / "x.npy", np.zeros((1, 28, 28, 1))), 2, "float64 -> float32 can lose values"),
-    (lambda d: (d / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n"), 2, "is a damaged PNG (no IHDR or IDAT chunk)"),
-    (lambda d: (d / "x.png").write_bytes(b"GIF89a"), 2, "is not a PNG file"),
+    (lambda d: (d / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n"), 2, "Pillow cannot read"),  # a damaged PNG
+    (lambda d: (d / "x.png").write_bytes(b"GIF89a"), 2, "Pillow cannot read"),  # not a PNG at all
     (lambda d: None, 2, "does not exist"),
 ])
 def test_run_input_errors(cnn_onnx, tmp_path, make, code, match):

@@ -19,8 +19,8 @@ import numpy as np
 from dlkit.errors import InvalidInputError
 from dlkit.parity import fit_array
 from dlkit.tensors import TensorInfo
+from dlkit_runtime.images import SUFFIXES as IMAGE_SUFFIXES  # what an image folder may hold
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LABEL_KEYS = ("y", "labels", "label")
 
 
@@ -185,7 +185,7 @@ def _npz_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
 
 
 def _image_folder(path: Path, inputs, metadata, what) -> DataSource:
-    from dlkit_runtime.images import image_input
+    from dlkit_runtime.images import decode, image_input
 
     if len(inputs) != 1:
         raise InvalidInputError(f"{what} '{path}' is a folder of images but the model takes {len(inputs)} inputs; "
@@ -201,7 +201,7 @@ def _image_folder(path: Path, inputs, metadata, what) -> DataSource:
     info = inputs[0]
 
     def read(start: int, stop: int) -> dict[str, np.ndarray]:
-        batch = [image_input(_decode(f, info, metadata), info, metadata)[0] for f in files[start:stop]]
+        batch = [image_input(decode(f, info, metadata), info, metadata)[0] for f in files[start:stop]]
         return {info.name: np.stack(batch)}
 
     return DataSource(path, inputs, len(files), labels, read, tuple(classes) if labels is not None else None)
@@ -215,24 +215,3 @@ def _class_index(classes: list[str], labels: Any) -> dict[str, int]:
     if all(name.isdigit() for name in classes):
         return {name: int(name) for name in classes}
     return {name: i for i, name in enumerate(classes)}
-
-
-def _decode(path: Path, info: TensorInfo, metadata) -> np.ndarray:
-    """Pixels (H, W, C) uint8, resized to the input's height and width when Pillow is installed."""
-    try:
-        from PIL import Image
-    except ImportError:
-        if path.suffix.lower() != ".png":
-            raise InvalidInputError(f"'{path}' needs Pillow to decode; pip install pillow, or use PNG") from None
-        from dlkit_runtime.images import read_png
-
-        return read_png(path)
-    layout = (metadata.get("input_layout") or {}).get(info.name, "NHWC") if isinstance(
-        metadata.get("input_layout"), dict) else "NHWC"
-    height, width = (info.shape[2], info.shape[3]) if layout == "NCHW" else (info.shape[1], info.shape[2])
-    with Image.open(path) as image:
-        image = image.convert("RGB" if image.mode not in ("L", "LA") else "L")
-        if isinstance(height, int) and isinstance(width, int) and image.size != (width, height):
-            image = image.resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(image)
-    return pixels if pixels.ndim == 3 else pixels[..., None]

@@ -4,8 +4,10 @@
     .venv/bin/python predict.py --check                         # load the model, check its sha256, print the manifest
     .venv/bin/python predict.py --watch inbox --outbox outbox   # the service: each file dropped in inbox/ -> JSON
 
-INPUT is a .npy (a one-input model), a .npz keyed by input name, or an 8-bit .png. The model's sha256 is checked
-against manifest.json before it is loaded; a modified model is refused (exit code 2).
+INPUT is a .npy (a one-input model), a .npz keyed by input name, or an image: a JPEG or PNG from a camera or phone
+(BMP, GIF, WebP, TIFF too), resized and scaled for the model (Pillow, installed by install.sh for image models;
+without it 8-bit PNG only). The model's sha256 is checked against manifest.json before it is loaded; a modified
+model is refused (exit code 2).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bundled dlkit_runtime, whatever else is installed
 
 from dlkit_runtime.errors import DlkitError  # noqa: E402
+from dlkit_runtime.images import SUFFIXES as _IMAGES  # noqa: E402
 from dlkit_runtime.manifest import open_model, read_manifest  # noqa: E402
 
-_SUFFIXES = (".npy", ".npz", ".png")
+_SUFFIXES = (".npy", ".npz", *_IMAGES)
 
 
 def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None) -> dict:
@@ -69,7 +72,7 @@ def watch(model, inbox: Path, outbox: Path, top_k: int, interval: float, once: b
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run this bundle's model; prints JSON.")
-    parser.add_argument("input", nargs="?", type=Path, help=".npy, .npz or 8-bit .png")
+    parser.add_argument("input", nargs="?", type=Path, help=".npy, .npz, or an image (JPEG, PNG, ...)")
     parser.add_argument("--model", help="which bundled model file to run (default: the manifest's first)")
     parser.add_argument("--top-k", type=int, default=5, help="top classes per sample for a (batch, classes) output")
     parser.add_argument("--output", type=Path, help="also save all outputs to this .npz")

@@ -13,7 +13,7 @@ from dlkit.commands import _render
 @click.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an 8-bit .png.")
+              help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an image (JPEG, PNG, BMP, GIF, WebP, TIFF: Pillow; 8-bit PNG without it).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
 @click.option("-f", "--force", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
@@ -25,7 +25,7 @@ from dlkit.commands import _render
 def command(model, input_path, output, force, top_k, providers, threads, cast, strict, as_json):
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
-    A .png is decoded, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
+    An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
     """
     from dlkit_runtime import Model
     from dlkit_runtime.datafiles import read_inputs, write_outputs
