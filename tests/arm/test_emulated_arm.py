@@ -68,11 +68,13 @@ def cases(onnx_exports, mnist_npz, mnist_test, text_ids, tmp_path_factory):
 
 
 def test_bundle_requirements_are_what_the_arm_env_installed(arm_env, cases):
-    from dlkit.bundling import REQUIREMENTS
+    from dlkit.bundling import IMAGE_REQUIREMENTS, REQUIREMENTS
 
-    for bundle, _, _, _ in cases.values():
-        assert (bundle / "requirements.txt").read_text().split() == list(REQUIREMENTS)
+    for name, (bundle, _, _, _) in cases.items():
+        images = list(IMAGE_REQUIREMENTS) if name.startswith("cnn") else []  # the CNN takes pictures: Pillow too
+        assert (bundle / "requirements.txt").read_text().split() == list(REQUIREMENTS) + images
     assert (arm_env.site / "onnxruntime").is_dir() and (arm_env.site / "numpy").is_dir()
+    assert (arm_env.site / "PIL").is_dir()
     assert list(arm_env.site.glob("onnxruntime/capi/onnxruntime_pybind11_state*aarch64*.so"))
 
 
@@ -117,7 +119,7 @@ def test_tampered_model_is_refused_on_arm(arm_env, cases, tmp_path, cpu):
     assert proc.stderr.startswith("Error: model") and "sha256" in proc.stderr
 
 
-def test_install_steps_in_a_venv_under_emulation(arm_env, cases, tmp_path):
+def test_install_steps_in_a_venv_under_emulation(arm_env, cases, mnist_test, tmp_path):
     """The bundle's install.sh steps, emulated on the Pi 4's core, offline from a wheel folder.
 
     install.sh itself cannot run here: it executes `.venv/bin/python`, an aarch64 binary, which needs binfmt_misc
@@ -151,3 +153,10 @@ def test_install_steps_in_a_venv_under_emulation(arm_env, cases, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     top1 = [row[0]["index"] for row in json.loads(proc.stdout)["top_k"]]
     assert top1 == host["digit"].argmax(1).tolist()
+    # a camera's JPEG of the first digit, through the Pillow that install.sh put in the venv, on the Pi's core
+    from PIL import Image
+
+    Image.fromarray(mnist_test[0][0]).convert("RGB").resize((96, 96)).save(tmp_path / "photo.jpg", quality=90)
+    photo = arm_env.run([bundle / "predict.py", tmp_path / "photo.jpg", "--top-k", "1"], cpu, python=python, site=False)
+    assert photo.returncode == 0, photo.stderr[-2000:]
+    assert json.loads(photo.stdout)["top_k"][0][0]["index"] == top1[0]

@@ -208,3 +208,62 @@ def _assert_error(result, code, match):
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], result.stderr
+
+
+def test_a_photo_goes_through_run_predict_and_the_inbox_like_its_npy(onnx_exports, mnist_test, tmp_path):
+    """A JPEG photo of a digit (RGB, 96x96) and a 16-bit PNG: `dlkit run`, the bundle's predict.py and its inbox
+    service give the class the digit's .npy gives. The bundle of an image model pins Pillow; an MLP's does not."""
+    from PIL import Image
+
+    from sample_models import datasets
+
+    image = mnist_test[0][0]
+    np.save(tmp_path / "seven.npy", datasets.as_cnn_input(image[None]))
+    Image.fromarray(image).convert("RGB").resize((96, 96), Image.BICUBIC).save(tmp_path / "seven.jpg", quality=90)
+    Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "seven16.png")
+    dlkit.bundle(onnx_exports["cnn"], tmp_path / "b")
+    assert any(r.startswith("pillow==") for r in read_manifest(tmp_path / "b").raw["requirements"])
+    assert (tmp_path / "b" / "requirements.txt").read_text().count("pillow==") == 1
+    dlkit.bundle(onnx_exports["mlp_digits"], tmp_path / "m")  # (N, 784): not pictures
+    assert not any(r.startswith("pillow") for r in read_manifest(tmp_path / "m").raw["requirements"])
+    labels = {}
+    for name in ("seven.npy", "seven.jpg", "seven16.png"):
+        ran = CliRunner().invoke(cli, ["run", str(onnx_exports["cnn"]), "-i", str(tmp_path / name), "--top-k", "1",
+                                       "--json"])
+        assert ran.exit_code == 0, ran.output
+        predicted = _predict(tmp_path / "b", tmp_path / name, "--top-k", "1")
+        assert predicted.returncode == 0, predicted.stderr
+        labels[name] = (json.loads(ran.stdout)["top_k"][0][0]["label"],
+                        json.loads(predicted.stdout)["top_k"][0][0]["label"])
+    inbox = tmp_path / "b" / "inbox"
+    inbox.mkdir()
+    for name in ("seven.jpg", "seven16.png"):
+        (inbox / name).write_bytes((tmp_path / name).read_bytes())
+    served = _predict(tmp_path / "b", "--watch", inbox, "--once", "--interval", "0", "--top-k", "1")
+    assert served.returncode == 0, served.stderr
+    for name in ("seven.jpg", "seven16.png"):
+        answer = json.loads((tmp_path / "b" / "outbox" / f"{name}.json").read_text())
+        labels[name] += (answer["top_k"][0][0]["label"],)
+    assert set(labels["seven.npy"]) == {"7"} and set(labels["seven.jpg"]) == set(labels["seven16.png"]) == {"7"}, labels
+
+
+@pytest.mark.parametrize("machine, bits, says", [
+    ("armv7l", "32", "this is 32-bit Raspberry Pi OS (armv7l): onnxruntime publishes no 32-bit ARM wheels"),
+    ("aarch64", "32", "32-bit userland on a 64-bit kernel"),
+    ("riscv64", "64", "onnxruntime publishes Linux wheels for aarch64 and x86_64 only"),
+])
+def test_install_sh_stops_on_a_machine_without_onnxruntime_wheels(onnx_exports, tmp_path, machine, bits, says):
+    """install.sh checks the machine before anything else (uname and getconf faked on PATH): one line, exit 1,
+    no .venv made."""
+    dlkit.bundle(onnx_exports["cnn"], tmp_path / "b", target="rpi4")
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    for tool, answer in (("uname", machine), ("getconf", bits)):
+        (fake / tool).write_text(f"#!/bin/sh\necho {answer}\n")
+        (fake / tool).chmod(0o755)
+    proc = subprocess.run(["sh", str(tmp_path / "b" / "install.sh")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("install.sh: ") and says in lines[0], proc.stderr
+    assert not (tmp_path / "b" / ".venv").exists()

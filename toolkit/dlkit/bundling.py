@@ -25,6 +25,7 @@ from dlkit.errors import InvalidInputError
 # Versions with cp311 wheels for manylinux aarch64 and x86-64. onnxruntime must be >= 1.22: the 1.21.0 aarch64 wheel
 # crashes on a Pi 4 with an illegal instruction. tests/arm installs exactly these under emulation.
 REQUIREMENTS = ("numpy==2.4.6", "onnxruntime==1.32.0")
+IMAGE_REQUIREMENTS = ("pillow==13.0.0",)  # for a model that takes images: JPEG and any PNG (aarch64 + x86-64 wheels)
 SERVICE_NAME = "dlkit-predict"
 
 
@@ -156,7 +157,7 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         "outputs": [t.to_dict() for t in first.outputs],
         "labels": list(first.labels) if first.labels else None,
         "preprocessing": first.metadata.get("preprocessing"),
-        "requirements": list(REQUIREMENTS),
+        "requirements": list(REQUIREMENTS) + (list(IMAGE_REQUIREMENTS) if _takes_images(first) else []),
         "advice": spec.advice,
     }
     files = _files(manifest, [data for _, data in loaded], spec)
@@ -247,6 +248,16 @@ def _check_output(output: Path, archive: bool, force: bool, sources: list[Path])
                                     " --force replaces only a bundle, so give a new folder")
     if not output.parent.is_dir():
         raise InvalidInputError(f"output folder '{output.parent}' does not exist; create it first")
+
+
+def _takes_images(model) -> bool:
+    """One input shaped like pictures: (N, H, W, C) or (N, C, H, W) with 1, 3 or 4 channels, or preprocessing hints
+    from the export."""
+    if len(model.inputs) != 1:
+        return False
+    shape = model.inputs[0].shape
+    return (len(shape) == 4 and (shape[-1] in (1, 3, 4) or shape[1] in (1, 3, 4))) or \
+        isinstance(model.metadata.get("preprocessing"), dict)
 
 
 def _load(path: Path, model_class):

@@ -8,23 +8,37 @@ INSTALL_SH = """\
 set -eu
 cd "$(dirname "$0")"
 PYTHON=${{PYTHON:-python3}}
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{
-  echo "install.sh: this bundle needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2; exit 1; }}
-case "$(uname -m)" in
-  {machine}) ;;
-  *) echo "install.sh: warning: this bundle was made for {target} ({machine}); this machine is $(uname -m)" >&2 ;;
+# The machine first: onnxruntime publishes wheels for 64-bit ARM and x86-64 Linux only.
+machine=$(uname -m)
+bits=$(getconf LONG_BIT 2>/dev/null || echo 64)
+case "$machine" in
+  armv6l|armv7l|armv8l|arm*)
+    echo "install.sh: this is 32-bit Raspberry Pi OS ($machine): onnxruntime publishes no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS (bookworm, arm64)" >&2; exit 1 ;;
+  aarch64|arm64|x86_64|amd64)
+    if [ "$bits" = 32 ]; then
+      echo "install.sh: this is a 32-bit userland on a 64-bit kernel ($machine, getconf LONG_BIT = 32): onnxruntime publishes no 32-bit wheels; install the 64-bit OS (Raspberry Pi OS arm64)" >&2; exit 1
+    fi ;;
+  *) echo "install.sh: this machine is $machine: onnxruntime publishes Linux wheels for aarch64 and x86_64 only; use one of those" >&2; exit 1 ;;
 esac
+case "$machine" in
+  {machine}) ;;
+  *) echo "install.sh: warning: this bundle was made for {target} ({machine}); this machine is $machine" >&2 ;;
+esac
+command -v "$PYTHON" >/dev/null 2>&1 || {{
+  echo "install.sh: $PYTHON is not installed; on Raspberry Pi OS: sudo apt install python3 python3-venv" >&2; exit 1; }}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{
+  echo "install.sh: this bundle's pinned numpy needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1)); Raspberry Pi OS bookworm has 3.11" >&2; exit 1; }}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv || {{ echo "install.sh: python3 -m venv failed; on Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 1; }}
 fi
 .venv/bin/python -m pip install --disable-pip-version-check --only-binary=:all: -r requirements.txt "$@"
 sed "s|@BUNDLE@|$(pwd)|g; s|@USER@|$(id -un)|g" {service}.in > {service}
 .venv/bin/python predict.py --check
-echo "installed; run: .venv/bin/python predict.py INPUT   (an .npy, .npz or .png)"
+echo "installed; run: .venv/bin/python predict.py INPUT   (an .npy, .npz or an image)"
 """
 
 SERVICE = """\
-# systemd unit: predicts every .npy/.npz/.png dropped into inbox/ and writes outbox/<name>.json.
+# systemd unit: predicts every .npy/.npz or image (.jpg, .png, ...) dropped into inbox/ and writes outbox/<name>.json.
 # install.sh fills in the paths; then: sudo cp {service} /etc/systemd/system/ && sudo systemctl enable --now {name}
 [Unit]
 Description=dlkit model {model} ({target})
@@ -50,7 +64,7 @@ Made by dlkit {version} on {created}. Copy this folder to the device, then:
 
 ```sh
 ./install.sh                            # once: a .venv with {requirements}
-.venv/bin/python predict.py input.npy   # prints the prediction as JSON (.npy, .npz or an 8-bit .png)
+.venv/bin/python predict.py input.npy   # prints the prediction as JSON (.npy, .npz, or a JPEG/PNG for an image model)
 ```
 
 ## Files
@@ -59,7 +73,7 @@ Made by dlkit {version} on {created}. Copy this folder to the device, then:
 | --- | --- |
 {model_rows}| `manifest.json` | dlkit version, each model's sha256, inputs, outputs, labels, target, creation time |
 | `dlkit_runtime/` | the runtime (Python standard library, numpy, onnxruntime); it refuses a model whose sha256 differs from the manifest's |
-| `requirements.txt` | numpy and onnxruntime, pinned to versions with aarch64 and x86-64 wheels for Python 3.11 |
+| `requirements.txt` | numpy and onnxruntime (and Pillow for an image model), pinned to versions with aarch64 and x86-64 wheels for Python 3.11 |
 | `install.sh` | `python3 -m venv .venv` and `pip install -r requirements.txt` (extra arguments go to pip) |
 | `predict.py` | the entry point: `predict.py INPUT [--top-k 5] [--model FILE] [--output out.npz]`; `--watch DIR` for the service |
 | `bench.py` | times each bundled model here and says which one to run |
