@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -122,11 +124,16 @@ class Model:
             source = self.path.read_bytes()
             check_sha256(source, sha256, self.path)
         try:
-            self._session = ort.InferenceSession(source, sess_options=options,
-                                                 providers=[name for name, _ in requested],
-                                                 provider_options=[opts for _, opts in requested])
+            # onnxruntime prints its provider-fallback banner ("*** EP Error ...") with print(): keep it off stdout
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._session = ort.InferenceSession(source, sess_options=options,
+                                                     providers=[name for name, _ in requested],
+                                                     provider_options=[opts for _, opts in requested])
         except Exception as err:  # onnxruntime raises its own classes (Fail, InvalidProtobuf, ...) or RuntimeError
-            raise InvalidInputError(f"onnxruntime cannot load '{self.path}': {str(err).strip().splitlines()[0]}") from err
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if isinstance(err, UnicodeError):
+                detail = f"a name or text in it is not UTF-8 ({detail}): the file is damaged"
+            raise InvalidInputError(f"onnxruntime cannot load '{self.path}': {detail}") from err
         self.providers = tuple(_providers.short_name(p) for p in self._session.get_providers())
         inactive = [_providers.short_name(n) for n, _ in requested
                     if _providers.short_name(n) not in self.providers]
@@ -138,7 +145,11 @@ class Model:
             warnings.warn(message, _providers.ProviderWarning, stacklevel=2)
         self.inputs = tuple(from_node_arg(a) for a in self._session.get_inputs())
         self.outputs = tuple(from_node_arg(a) for a in self._session.get_outputs())
-        self.metadata = _read_metadata(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            self.metadata = _read_metadata(self._session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as err:  # onnxruntime hands the metadata over as it is stored
+            raise InvalidInputError(f"'{self.path}' is a damaged ONNX file: its metadata is not UTF-8 text ({err.reason} "
+                                    "at byte {err.start}); re-save or re-export the model") from err
         self._output_names = [o.name for o in self.outputs]
         # onnxruntime's public run() re-checks what InputChecker has checked (a few microseconds a call, most of
         # the runtime's cost at batch 1) and prints its provider fallback to stdout; the binding it wraps runs the

@@ -159,7 +159,7 @@ def _placement(path: Path, runtime) -> dict[str, dict[str, int]]:
     finally:
         profile = Path(session.end_profiling())
     try:
-        events = json.loads(profile.read_text())
+        events = json.loads(profile.read_text(encoding="utf-8", errors="replace"))  # node names are not always UTF-8
     finally:
         profile.unlink(missing_ok=True)
     placed: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

@@ -49,10 +49,36 @@ def load_onnx(path: str | os.PathLike) -> tuple[Any, list[Path]]:
     if not model.graph.node:
         raise InvalidInputError(f"'{path}' is not an ONNX model (it has no graph); give an .onnx file")
     try:
+        _read_text(model)
+    except UnicodeError as err:  # protobuf decodes a proto2 string when it is read, not when it is parsed
+        raise InvalidInputError(f"'{path}' is a damaged ONNX file: a name or metadata entry is not UTF-8 text "
+                                f"({err.reason}); re-save or re-export the model") from err
+    try:
         onnx.checker.check_model(model)
     except Exception as err:
         raise InvalidInputError(f"'{path}' fails onnx.checker: {str(err).splitlines()[0]}; fix or re-export it") from err
     return model, data_files
+
+
+def _read_text(model: Any) -> None:
+    """Reads every text field the quantizers will read (names, types, domains, metadata), in sub-graphs too.
+
+    Raises:
+        UnicodeDecodeError: one is not UTF-8 (protobuf hands proto2 strings that are not over as bytes).
+    """
+    from dlkit.sessions import all_nodes
+
+    graph = model.graph
+    texts = [model.producer_name, model.producer_version, model.domain, model.doc_string,
+             *(t for p in model.metadata_props for t in (p.key, p.value)), *(o.domain for o in model.opset_import),
+             *(v.name for v in (*graph.input, *graph.output, *graph.value_info)), *(t.name for t in graph.initializer)]
+    for node in all_nodes(graph):
+        texts += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+    for text in texts:
+        if not isinstance(text, str):
+            text.decode("utf-8")  # raises for the bytes protobuf could not decode
+        elif not text.isascii():
+            text.encode("utf-8")
 
 
 def external_files(model: Any, path: Path) -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -19,7 +21,8 @@ def session(model: Any):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints its fallback banner with print()
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def batches(samples: Mapping[str, np.ndarray], size: int = BATCH) -> Iterable[dict[str, np.ndarray]]:
