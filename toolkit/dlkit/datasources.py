@@ -64,10 +64,15 @@ def open_data(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, metada
         metadata: the model's dlkit metadata (input layout, preprocessing hints) for images.
         what: what the data is for, in messages ("calibration data").
 
+    A model that fixes its batch axis (model zoos' batch 1) still takes data of any number of samples: they are
+    read as such, and whatever runs the model feeds them in batches of its size.
+
     Raises:
         InvalidInputError: a missing path, an unknown format, or data that does not fit an input.
     """
     path = Path(path)
+    model_inputs = inputs
+    inputs = tuple(TensorInfo(i.name, i.dtype, (None, *i.shape[1:])) if i.shape else i for i in inputs)
     if not path.exists():
         raise InvalidInputError(f"{what} '{path}' does not exist; give an .npy, an .npz or a folder of images")
     if path.is_dir():
@@ -86,6 +91,7 @@ def open_data(path: str | os.PathLike, inputs: tuple[TensorInfo, ...], *, metada
     if source.count == 0:
         raise InvalidInputError(f"{what} '{path}' holds no samples")
     source.take(0, 1)  # shape and dtype errors now, before any work
+    source.inputs = model_inputs
     return source
 
 

@@ -36,9 +36,16 @@ def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: flo
     def top1(model, size) -> float:
         session = sessions.session(model)
         name = session.get_outputs()[0].name
+        fixed = sessions.fixed_batch(sessions.graph_inputs(model))  # a fixed batch axis: batches of its size
+        size = fixed or size
+
+        def scores_of(part):
+            feed, real = sessions.padded(part, fixed) if fixed else (part, None)
+            return session.run([name], feed)[0][:real]
+
         correct = 0
         for start, chunk in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
-            scores = np.concatenate([session.run([name], part)[0] for part in sessions.batches(chunk, size)])
+            scores = np.concatenate([scores_of(part) for part in sessions.batches(chunk, size)])
             correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
         return correct / evaluation.count
 
@@ -53,14 +60,22 @@ def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float |
     return None, 0.0
 
 
-def check_collapse(reference, figures, error) -> None:
-    """Constant, all-zero or far-off outputs are a broken quantization, never a file."""
+def collapse(reference, figures, error) -> str | None:
+    """What is broken when outputs are constant, all-zero, far off or not finite, else None."""
     for figure in figures:
         ref = reference[figure.name]
         if not np.isfinite(figure.max_abs_error):
-            raise ToleranceError(f"quantized output '{figure.name}' holds NaN or inf; keep more nodes in float "
-                                 "(--exclude-op-type) or use --mode fp16")
+            return (f"quantized output '{figure.name}' holds NaN or inf; keep more nodes in float "
+                    "(--exclude-op-type) or use --mode fp16")
         if figure.cosine_similarity < 0.5 and float(np.std(ref)) > 0:
-            raise ToleranceError(f"quantized output '{figure.name}' collapsed (cosine similarity "
-                                 f"{figure.cosine_similarity:.3f} with the float model; relative error {error:.3g}); "
-                                 "calibrate on real data, keep sensitive nodes in float or use --mode fp16")
+            return (f"quantized output '{figure.name}' collapsed (cosine similarity {figure.cosine_similarity:.3f} "
+                    f"with the float model; relative error {error:.3g}); calibrate on real data, keep sensitive nodes "
+                    "in float or use --mode fp16")
+    return None
+
+
+def check_collapse(reference, figures, error) -> None:
+    """Constant, all-zero or far-off outputs are a broken quantization, never a file."""
+    problem = collapse(reference, figures, error)
+    if problem:
+        raise ToleranceError(problem)

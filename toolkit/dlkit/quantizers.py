@@ -31,16 +31,18 @@ class Quantizer:
     """Quantizes one prepared model again and again with different nodes kept in float."""
 
     def __init__(self, model: Any, mode: str, settings: Mapping[str, Any], calibration: DataSource | None,
-                 calibration_stop: int, progress: Callable[[int, int], None] | None):
+                 calibration_stop: int, progress: Callable[[int, int], None] | None,
+                 float_inputs: Sequence[str] = ()):
         self.model, self.mode, self.settings = model, mode, dict(settings)
         self.calibration, self.calibration_stop, self.progress = calibration, calibration_stop, progress
+        self.float_inputs = tuple(float_inputs)  # float nodes (a final Softmax) that read their inputs unquantized
 
     def run(self, exclude_nodes: Sequence[str] = (), exclude_op_types: Sequence[str] = ()) -> Any:
         """The quantized ModelProto."""
         try:
             if self.mode == "fp16":
                 return self._fp16(exclude_nodes, exclude_op_types)
-            return self._int8(exclude_nodes, exclude_op_types)
+            return unquantize_inputs(self._int8(exclude_nodes, exclude_op_types), self.float_inputs)
         except QuantizationError:
             raise
         except Exception as err:
@@ -82,17 +84,22 @@ class Quantizer:
     def _reader(self):
         from onnxruntime.quantization import CalibrationDataReader
 
+        from dlkit import sessions
+
         source, stop, progress = self.calibration, self.calibration_stop, self.progress
+        fixed = sessions.fixed_batch(sessions.graph_inputs(self.model))  # a fixed batch axis: batches of its size
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self._batches = source.batches(_CALIB_BATCH, 0, stop)
+                self._batches = source.batches(fixed or _CALIB_BATCH, 0, stop)
+                if fixed:
+                    self._batches = sessions.fixed_chunks(self._batches, fixed)
                 self._done = 0
 
             def get_next(self):
                 batch = next(self._batches, None)
                 if batch is not None:
-                    self._done += len(next(iter(batch.values())))
+                    self._done = min(stop, self._done + len(next(iter(batch.values()))))
                     if progress is not None:
                         progress(self._done, stop)
                 return batch
@@ -110,6 +117,42 @@ class Quantizer:
             self.model, keep_io_types=True, node_block_list=list(exclude_nodes) or None,
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(exclude_op_types),
         )
+
+
+def unquantize_inputs(model: Any, names: Sequence[str]) -> Any:
+    """Drops the QuantizeLinear -> DequantizeLinear pair in front of each named float node when nothing else reads
+    it: a final Softmax kept in float then reads the logits as its producer (an int8 Gemm or MatMul with a float
+    output) computed them, without another 8-bit rounding. Changes `model` in place and returns it."""
+    if not names:
+        return model
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    drop = []
+    for node in [n for n in graph.node if n.name in names]:
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or readers.get(dq.output[0]) != 1 or \
+                    readers.get(q.output[0]) != 1 or name in outputs:
+                continue
+            node.input[k] = q.input[0]
+            drop += [dq, q]
+    for node in drop:
+        graph.node.remove(node)
+    used = {name for n in all_nodes(graph) for name in n.input}
+    orphans = {name for n in drop for name in n.input[1:]} - used  # their scales and zero points
+    keep = [t for t in graph.initializer if t.name not in orphans]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    listed = [i for i in graph.input if i.name not in orphans]
+    del graph.input[:]
+    graph.input.extend(listed)
+    return model
 
 
 def _op_types(model, exclude_op_types) -> list[str] | None:
@@ -174,7 +217,7 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
     """
     from onnx import helper, numpy_helper
 
-    from dlkit.sessions import session
+    from dlkit.sessions import run
 
     inits = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
     float_inits = {t.name: numpy_helper.to_array(t) for t in float_model.graph.initializer}
@@ -188,9 +231,7 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
     for name in activations:
         if name in produced and name not in known and name not in float_inits:
             probe.graph.output.append(helper.make_tensor_value_info(name, 1, None))
-    probe_session = session(probe)
-    names = [o.name for o in probe_session.get_outputs()]
-    values = dict(zip(names, probe_session.run(names, {k: v[:64] for k, v in feeds.items()})))
+    values = run(probe, {k: v[:64] for k, v in feeds.items()}, "the check samples")
     values.update(float_inits)
 
     def sqnr(dq_node) -> float | None:

@@ -32,10 +32,43 @@ def batches(samples: Mapping[str, np.ndarray], size: int = BATCH) -> Iterable[di
         yield {k: v[start:start + size] for k, v in samples.items()}
 
 
+def fixed_batch(inputs) -> int | None:
+    """The batch size a model fixes on axis 0 of every input (model zoos' batch 1), or None when it is dynamic."""
+    dims = {i.shape[0] if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0 else None for i in inputs}
+    return dims.pop() if len(dims) == 1 and None not in dims else None
+
+
+def padded(part: Mapping[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray], int]:
+    """`part` grown to `size` samples by repeating its last one (a fixed-batch model's short last batch), and how
+    many samples are real: outputs beyond them are dropped."""
+    count = len(next(iter(part.values())))
+    if count >= size:
+        return dict(part), count
+    return {k: np.concatenate([v, np.repeat(v[-1:], size - count, axis=0)]) for k, v in part.items()}, count
+
+
+def fixed_chunks(parts: Iterable[Mapping[str, np.ndarray]], size: int) -> Iterable[dict[str, np.ndarray]]:
+    """Batches of any sizes regrouped into batches of exactly `size` samples, the last one padded."""
+    pending: dict[str, list] = {}
+    held = 0
+    for part in parts:
+        for k, v in part.items():
+            pending.setdefault(k, []).append(v)
+        held += len(next(iter(part.values())))
+        while held >= size:
+            joined = {k: np.concatenate(v) for k, v in pending.items()}
+            yield {k: v[:size] for k, v in joined.items()}
+            pending = {k: [v[size:]] for k, v in joined.items()}
+            held -= size
+    if held:
+        yield padded({k: np.concatenate(v) for k, v in pending.items()}, size)[0]
+
+
 def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples", *,
         batch: int = BATCH) -> dict[str, np.ndarray]:
     """All outputs of a ModelProto on `feeds`, keyed by output name: run in batches and concatenated when every
-    output has the batch axis first, else in one call.
+    output has the batch axis first, else in one call. A model whose batch axis is fixed runs in batches of that
+    size, the last one padded and its extra outputs dropped.
 
     Raises:
         InvalidInputError: onnxruntime cannot run the model on `feeds` (`what` names them in the message).
@@ -54,15 +87,35 @@ def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples"
             raise InvalidInputError(f"onnxruntime could not run the model on {what} ({ort_message(err)}); give data "
                                     "the model accepts (values and sizes)") from err
 
+    fixed = fixed_batch(graph_inputs(model))
     parts: dict[str, list] = {n: [] for n in names}
-    for part in batches(feeds, batch):
+    for part in batches(feeds, fixed or batch):
+        part, count = padded(part, fixed) if fixed else (part, len(next(iter(part.values()))))
         values = call(part)
-        count = len(next(iter(part.values())))
-        if any(v.ndim == 0 or v.shape[0] != count for v in values):  # no batch axis first: one call for all
-            return dict(zip(names, call(dict(feeds))))
+        if any(v.ndim == 0 or v.shape[0] != len(next(iter(part.values()))) for v in values):
+            return dict(zip(names, call(dict(feeds))))  # no batch axis first: one call for all
         for name, value in zip(names, values):
-            parts[name].append(value)
+            parts[name].append(value[:count])
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def predict(model, batch: dict, size: int | None) -> dict:
+    """A `dlkit_runtime.Model`'s outputs on `batch`, run `size` samples at a time when a size is given and every
+    output has the batch axis first (a dynamic int8 model's outputs depend on the batch it runs in), and in batches
+    of the model's own size when it fixes its batch axis."""
+    count = len(next(iter(batch.values())))
+    fixed = fixed_batch(model.inputs)  # a fixed batch axis: batches of its size, the last padded
+    size = fixed or size
+    if size is None or (size >= count and not fixed) or (fixed and count == fixed):
+        return model.predict(batch)
+    parts = []
+    for part in batches(batch, size):
+        feed, real = padded(part, fixed) if fixed else (part, len(next(iter(part.values()))))
+        out = model.predict(feed)
+        if any(v.ndim == 0 or v.shape[0] != len(next(iter(feed.values()))) for v in out.values()):
+            return model.predict(batch)  # an output without a batch axis first: the batch whole
+        parts.append({k: v[:real] for k, v in out.items()})
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def all_nodes(graph: Any) -> Iterable[Any]:

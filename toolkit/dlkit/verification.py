@@ -21,6 +21,7 @@ from dlkit.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, Wo
 from dlkit.candidates import TOP_NODES, NodeError  # noqa: F401  (TOP_NODES: re-exported)
 from dlkit.candidates import quantized_nodes as _quantized_nodes
 from dlkit import candidates as candidates_
+from dlkit import sessions as sessions_
 from dlkit import targets
 from dlkit.errors import InvalidInputError, ShapeMismatchError
 from dlkit_runtime import cpu
@@ -208,7 +209,7 @@ def verify(
     probe_count = len(next(iter(probe.values())))
     expected = run_reference(probe)
     for path, model in zip(paths, models):
-        _check_outputs(path, expected, model.predict(probe))
+        _check_outputs(path, expected, sessions_.predict(model, probe, None))
     batched = {n for n, v in expected.items() if v.ndim >= 1 and v.shape[0] == probe_count}
     unknown = [n for n in regression_outputs if n not in expected]
     if unknown:
@@ -228,7 +229,7 @@ def verify(
         labels = source.labels[done:done + len(next(iter(batch.values())))] if source.labels is not None else None
         count = len(next(iter(batch.values())))
         for model, per_output, info in zip(models, stats, kinds):
-            got = _predict(model, batch, deploy_batch_size if info.dynamic else None)
+            got = sessions_.predict(model, batch, deploy_batch_size if info.dynamic else None)
             for name, stat in per_output.items():
                 if name in batched:
                     stat.update(ref[name], got[name], done, batch, labels)
@@ -261,21 +262,6 @@ def verify(
 
         _report.write(result, report)
     return result
-
-
-def _predict(model, batch: dict, size: int | None) -> dict:
-    """The model's outputs on `batch`, run `size` samples at a time when a size is given and every output has the
-    batch axis first (a dynamic int8 model's outputs depend on the batch it runs in)."""
-    count = len(next(iter(batch.values())))
-    if size is None or size >= count:
-        return model.predict(batch)
-    from dlkit.sessions import batches
-
-    parts = [model.predict(part) for part in batches(batch, size)]
-    if any(v.ndim == 0 or v.shape[0] != len(next(iter(part.values())))
-           for out, part in zip(parts, batches(batch, size)) for v in out.values()):
-        return model.predict(batch)
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _same_inputs(name: str, got: Sequence[TensorInfo], other: str, want: Sequence[TensorInfo]) -> None:
@@ -327,7 +313,7 @@ def _reference(reference, inputs, safe_mode, custom_objects) -> tuple[str, Calla
 
         model = Model(reference)
         _same_inputs(f"reference '{reference}'", model.inputs, "the candidates", inputs)
-        return str(reference), model.predict
+        return str(reference), lambda batch: sessions_.predict(model, batch, None)
     from dlkit.loading import load
 
     source = load(reference, safe_mode=safe_mode, custom_objects=custom_objects)
