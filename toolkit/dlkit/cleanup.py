@@ -334,6 +334,43 @@ def float_head(model: Any, max_weights: int = 4096) -> tuple[list[str], list[str
     return names, steps
 
 
+_PASS_THROUGH = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
+
+
+def float_outputs(model: Any) -> tuple[list[str], list[str]]:
+    """Each Softmax or Sigmoid whose result is a graph output (directly or through reshapes): the nodes to keep in
+    float in an int8 model.
+
+    Quantized, a Softmax's output gets onnxruntime's fixed scale of 1/256, so every probability under 1/512 (most
+    of them with 1000 classes) becomes 0 and the ranking users read them for is lost; a Sigmoid's [0, 1] range in
+    255 steps loses the small probabilities the same way. In float they cost a few microseconds.
+
+    Returns:
+        The names of those nodes, and one line per node kept.
+    """
+    graph = model.graph
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def reaches_output(name: str, depth: int = 0) -> bool:
+        if name in outputs:
+            return True
+        users = consumers.get(name, [])
+        return depth < 4 and bool(users) and all(u.op_type in _PASS_THROUGH and reaches_output(u.output[0], depth + 1)
+                                                  for u in users)
+
+    names, steps = [], []
+    for node in graph.node:
+        if node.op_type in ("Softmax", "Sigmoid") and node.name and reaches_output(node.output[0]):
+            names.append(node.name)
+            steps.append(f"final {node.op_type} {node.name} kept in float: int8 would give its outputs a fixed "
+                         "scale (1/256 for Softmax) that rounds small probabilities to 0")
+    return names, steps
+
+
 def _swap(graph, activation, pool) -> None:
     """a -> activation -> pool -> b becomes a -> pool -> activation -> b (tensor names kept at the ends)."""
     source, middle, sink = activation.input[0], activation.output[0], pool.output[0]

@@ -139,11 +139,14 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     model = _ort_preprocess(onnx, model, steps)
     name_nodes(model)  # onnxruntime's fusions may leave new nodes unnamed
     if static:  # on the pre-processed graph: the names the quantizer will see
-        from dlkit.cleanup import float_head
+        from dlkit.cleanup import float_head, float_outputs
 
         head, head_steps = float_head(model)
         keep_float += head
         steps += head_steps
+        final, final_steps = float_outputs(model)
+        steps += [step for name, step in zip(final, final_steps) if name not in keep_float]
+        keep_float += [name for name in final if name not in keep_float]
     return model, steps, keep_float
 
 

@@ -25,6 +25,8 @@ from dlkit.parity import OutputParity
 MODES = ("auto", "dynamic", "static", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
 TYPES = ("int8", "uint8")
+_CURED_COSINE = 0.98  # a retry cures a collapse only when it brings the outputs this close to the float model's
+_COLLAPSE_RETRIES = 3  # the last quantized nodes, kept in float by sensitivity, before a collapse is an error
 TARGETS = targets_.PRESETS  # onnxruntime's recommended (activation, weight) types and options per target
 
 
@@ -209,7 +211,10 @@ def quantize(
     if calib is not None and evaluation is None and calib.count > 1:
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
-    quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress)
+    from dlkit.cleanup import float_outputs
+
+    final = float_outputs(prepared)[0] if mode == "static" else []  # a final Softmax reads the logits in float
+    quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress, float_inputs=final)
     excluded = list(exclude_nodes) + [name for name in stem if name not in exclude_nodes]
     candidate = quantizer.run(excluded, exclude_op_types)
     what = ("random samples; pass real ones with --calibration or --eval-data" if check_source == "random"
@@ -247,7 +252,29 @@ def quantize(
                                      f"rank and keep in float; loosen the bound or {fix}")
             raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
                                  f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
-    figures_.check_collapse(reference, figures, error)
+    problem = figures_.collapse(reference, figures, error)
+    if problem and mode == "static":  # before giving up: the tail's most sensitive nodes in float, one by one
+        order = {n.name: i for i, n in enumerate(candidate.graph.node)}
+        ranked = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
+        tail = sorted(ranked, key=lambda n: order.get(n.name, 0))[-_COLLAPSE_RETRIES:]
+        for node in [n for n in ranked if n in tail]:
+            excluded.append(node.name)
+            candidate = quantizer.run(excluded, exclude_op_types)
+            figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
+            kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, error))
+            cosine = min(f.cosine_similarity for f in figures)
+            if figures_.collapse(reference, figures, error) is None and cosine >= _CURED_COSINE:
+                problem = None
+                steps.append(f"outputs collapsed in int8; {len(kept)} sensitive node(s) at the end of the graph kept in "
+                             "float cured it")
+                if accuracy is not None:
+                    accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0],
+                                                 batch=eval_batch)
+                break
+    if problem:
+        tried = (f" (still, with {len(kept)} sensitive node(s) at the end of the graph kept in float: cosine "
+                 f"similarity {min(f.cosine_similarity for f in figures):.3f})") if kept else ""
+        raise ToleranceError(problem + tried)
 
     int8 = mode != "fp16"
     _copy_metadata(float_model, candidate, mode, settings, figures, int8_target if int8 else None, eval_batch)

@@ -78,7 +78,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
     click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],
                              [[p.name, p.max_abs_error, p.mean_abs_error, p.cosine_similarity] for p in result.parity]))
     if result.kept_in_float:
-        click.echo("\nKept in float by the bound (figure after each):")
+        click.echo("\nKept in float by the bound or the collapse retry (figure after each):")
         click.echo(_render.table(["node", "op", "SQNR dB", "figure after"],
                                  [[k.name, k.op_type, round(k.sqnr_db, 1), k.metric_after] for k in result.kept_in_float]))
     if result.nodes_float:
