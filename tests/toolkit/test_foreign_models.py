@@ -97,3 +97,21 @@ def test_fixed_batch_data_is_fed_in_batches_of_the_models_size(tmp_path):
                                    "--json", "--max-accuracy-drop", "1", "--min-agreement", "0"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["num_samples"] == 20
+
+
+def test_sizes_count_weights_that_nodes_generate(tmp_path):
+    """A file whose weights come from ConstantOfShape nodes is small on disk; quantize reports both sizes, labelled."""
+    graph = h.make_graph(
+        [h.make_node("ConstantOfShape", ["shape"], ["w"], value=h.make_tensor("v", T.FLOAT, [1], [0.01])),
+         h.make_node("MatMul", ["x", "w"], ["y"])], "generated",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 512])], [h.make_tensor_value_info("y", T.FLOAT, ["N", 512])],
+        [nh.from_array(np.array([512, 512], np.int64), "shape")])
+    path = tmp_path / "gen.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), path)
+    out = CliRunner().invoke(cli, ["quantize", str(path), "-o", str(tmp_path / "q.onnx"), "--mode", "dynamic"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(CliRunner().invoke(cli, ["quantize", str(path), "-o", str(tmp_path / "q2.onnx"), "--mode",
+                                               "dynamic", "--json"]).stdout)
+    assert data["float_weights_bytes"] == 512 * 512 * 4 > 100 * data["size_before_bytes"]
+    assert data["size_after_bytes"] < data["float_weights_bytes"] / 3  # int8 weights: a quarter, plus the graph
+    assert "on disk, 1.0 MB of float weights once generated" in out.stdout and "% of the weights)" in out.stdout

@@ -60,7 +60,9 @@ class QuantizeResult:
         settings: the quantizer settings in effect.
         nodes_quantized: compute nodes running in int8 (or fp16). nodes_float: compute nodes left in float.
         kept_in_float: nodes the accuracy bound kept in float, in the order it kept them.
-        size_before_bytes, size_after_bytes: file sizes.
+        size_before_bytes, size_after_bytes: file sizes (with external weight files).
+        float_weights_bytes: the float model's weights once materialized: more than its file when Constant or
+        ConstantOfShape nodes generate them.
         parity: the quantized model's outputs against the float model's on `num_samples` check samples.
         check_source: where the check samples came from.
         float_accuracy, quantized_accuracy, accuracy_drop: top-1 accuracy on the evaluation data, when labelled.
@@ -94,6 +96,7 @@ class QuantizeResult:
     host_cpu: Mapping[str, Any] = field(default_factory=dict)
     eval_batch_size: int = sessions.BATCH
     warnings: tuple[str, ...] = ()
+    float_weights_bytes: int = 0
 
     @property
     def size_ratio(self) -> float:
@@ -293,7 +296,16 @@ def quantize(
         preparation=tuple(steps), seconds=round(time.perf_counter() - started, 3),
         target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=eval_batch,
         warnings=(warning,) if warning else (),
+        float_weights_bytes=_weight_bytes(prepared),
     )
+
+
+def _weight_bytes(model) -> int:
+    """Bytes of a model's initializers as arrays (after Constant and ConstantOfShape nodes were folded into them)."""
+    from onnx import helper
+
+    return sum(math.prod(t.dims) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer if t.data_type)
 
 
 def _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,
@@ -313,8 +325,13 @@ def _check_float32(model, path: Path) -> None:
     """int8 and fp16 both start from float32 weights; an fp16 or already-int8 model has nothing left to gain."""
     from onnx import TensorProto
 
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
     kinds = {t.data_type for t in model.graph.initializer if len(t.dims) >= 1 and math.prod(t.dims) > 1}
-    if kinds and TensorProto.FLOAT not in kinds:
+    if TensorProto.INT8 in kinds or TensorProto.UINT8 in kinds:
+        if TensorProto.FLOAT not in kinds:
+            raise InvalidInputError(f"'{path}' holds int8 weights, not float32: it is quantized already; quantize the "
+                                    "float32 model it was made from")
+    elif kinds & floats and TensorProto.FLOAT not in kinds:  # no float weights at all: nodes may generate them
         held = "float16" if TensorProto.FLOAT16 in kinds else "no float32"
         raise InvalidInputError(f"'{path}' holds {held} weights, not float32; quantize the float32 model it was "
                                 "made from")

@@ -63,8 +63,14 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
         _render.emit_json(result)
         return
     click.echo(f"Quantized {model} -> {result.path} ({result.mode}: {result.reason})")
-    click.echo(f"size {_render.size(result.size_before_bytes)} -> {_render.size(result.size_after_bytes)} "
-               f"({result.size_ratio:.0%}); {result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
+    if result.float_weights_bytes > 1.5 * result.size_before_bytes:  # weights made by nodes: say both sizes
+        click.echo(f"size {_render.size(result.size_before_bytes)} on disk, {_render.size(result.float_weights_bytes)} "
+                   f"of float weights once generated -> {_render.size(result.size_after_bytes)} "
+                   f"({result.size_after_bytes / result.float_weights_bytes:.0%} of the weights); "
+                   f"{result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
+    else:
+        click.echo(f"size {_render.size(result.size_before_bytes)} -> {_render.size(result.size_after_bytes)} "
+                   f"({result.size_ratio:.0%}); {result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
     if result.target:
         click.echo(f"int8 for {result.target}: {result.target_reason}")
     host = result.host_cpu.get("family", "?")
