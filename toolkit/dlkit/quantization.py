@@ -256,11 +256,8 @@ def quantize(
             raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
                                  f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
     problem = figures_.collapse(reference, figures, error)
-    if problem and mode == "static":  # before giving up: the tail's most sensitive nodes in float, one by one
-        order = {n.name: i for i, n in enumerate(candidate.graph.node)}
-        ranked = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
-        tail = sorted(ranked, key=lambda n: order.get(n.name, 0))[-_COLLAPSE_RETRIES:]
-        for node in [n for n in ranked if n in tail]:
+    if problem and mode in ("static", "dynamic"):  # before giving up: the graph's tail in float, one node at a time
+        for node in quantizers.tail_nodes(prepared, candidate, check, excluded, mode, _COLLAPSE_RETRIES):
             excluded.append(node.name)
             candidate = quantizer.run(excluded, exclude_op_types)
             figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
@@ -296,16 +293,8 @@ def quantize(
         preparation=tuple(steps), seconds=round(time.perf_counter() - started, 3),
         target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=eval_batch,
         warnings=(warning,) if warning else (),
-        float_weights_bytes=_weight_bytes(prepared),
+        float_weights_bytes=figures_.weight_bytes(prepared),
     )
-
-
-def _weight_bytes(model) -> int:
-    """Bytes of a model's initializers as arrays (after Constant and ConstantOfShape nodes were folded into them)."""
-    from onnx import helper
-
-    return sum(math.prod(t.dims) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-               for t in model.graph.initializer if t.data_type)
 
 
 def _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,

@@ -3,6 +3,8 @@ the bound and the collapse check."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dlkit import parity, sessions
@@ -79,3 +81,11 @@ def check_collapse(reference, figures, error) -> None:
     problem = collapse(reference, figures, error)
     if problem:
         raise ToleranceError(problem)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of a model's initializers as arrays (after Constant and ConstantOfShape nodes were folded into them)."""
+    from onnx import helper
+
+    return sum(math.prod(t.dims) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in model.graph.initializer if t.data_type)

@@ -271,3 +271,16 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
         if scores:
             ranked.append(SensitiveNode(node.name, node.op_type, float(min(scores))))
     return sorted(ranked, key=lambda n: n.sqnr_db)
+
+
+def tail_nodes(prepared: Any, candidate: Any, feeds: Mapping[str, np.ndarray], excluded: Sequence[str], mode: str,
+               count: int) -> list[SensitiveNode]:
+    """The last `count` quantized nodes of the graph, most sensitive first (static: by SQNR; dynamic, which has no QDQ
+    pairs to rank: the last compute nodes, from the output back)."""
+    if mode == "static":
+        order = {n.name: i for i, n in enumerate(candidate.graph.node)}
+        ranked = rank_sensitive_nodes(prepared, candidate, feeds, excluded)
+        tail = sorted(ranked, key=lambda n: order.get(n.name, 0))[-count:]
+        return [n for n in ranked if n in tail]
+    compute = [n for n in prepared.graph.node if n.op_type in COMPUTE_OPS and n.name not in excluded]
+    return [SensitiveNode(n.name, n.op_type, float("nan")) for n in compute[::-1][:count]]
