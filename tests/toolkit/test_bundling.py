@@ -267,3 +267,20 @@ def test_install_sh_stops_on_a_machine_without_onnxruntime_wheels(onnx_exports, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("install.sh: ") and says in lines[0], proc.stderr
     assert not (tmp_path / "b" / ".venv").exists()
+
+
+def test_an_int8_model_for_the_pi_bundled_for_x86_warns_of_saturation(onnx_exports, tmp_path):
+    """8-bit weights saturate in the int8 kernels of x86 CPUs without VNNI: bundling such a model for x86_64 says so
+    and names the fix; for the Pi it was made for, it does not."""
+    import warnings
+
+    for_pi = dlkit.quantize(onnx_exports["mlp_digits"], tmp_path / "pi.onnx", target="rpi5").path
+    with pytest.warns(UserWarning, match="quantized for arm64 with 8-bit weights.*--target x86_64"):
+        dlkit.bundle(for_pi, tmp_path / "x86", target="x86_64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dlkit.bundle(for_pi, tmp_path / "pi", target="rpi5")
+    exact = dlkit.quantize(onnx_exports["mlp_digits"], tmp_path / "any.onnx", target="x86_64").path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 7-bit weights: exact on every x86 CPU
+        dlkit.bundle(exact, tmp_path / "x86b", target="x86_64")
