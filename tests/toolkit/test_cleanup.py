@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dlkit import cleanup
+from dlkit import cleanup, int8_layout
 
 
 def _model(nodes, inputs, outputs, inits=()):
@@ -106,7 +106,7 @@ def test_average_pool_to_depthwise_conv_computes_the_same(kernel, strides, pads,
     model = _pool_model(kernel, strides, pads)
     changed = onnx.ModelProto()
     changed.CopyFrom(model)
-    steps = cleanup.average_pools_as_convolutions(changed)
+    steps = int8_layout.average_pools_as_convolutions(changed)
     assert bool(steps) == rewritten
     assert [n.op_type for n in changed.graph.node] == (["Conv"] if rewritten else ["AveragePool"])
     onnx.checker.check_model(changed, full_check=True)
@@ -137,7 +137,7 @@ def test_unnamed_pools_get_their_own_weights():
              helper.make_node("AveragePool", ["p"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
     model = _model(nodes, [x], [y])
     changed = _copy(model)
-    assert len(cleanup.average_pools_as_convolutions(changed)) == 2
+    assert len(int8_layout.average_pools_as_convolutions(changed)) == 2
     names = [t.name for t in changed.graph.initializer]
     assert len(set(names)) == 2
     data = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
@@ -152,7 +152,7 @@ def test_pools_the_conv_would_not_match_are_left_alone(attrs):
     pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], **pads, **attrs)
     model = _model([pool], [x], [y])
     changed = _copy(model)
-    assert cleanup.average_pools_as_convolutions(changed) == []
+    assert int8_layout.average_pools_as_convolutions(changed) == []
     assert [n.op_type for n in changed.graph.node] == ["AveragePool"]
 
 

@@ -101,8 +101,8 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     Args:
         model: the ONNX ModelProto (not changed).
         channels_last: also lay out convolutional models for onnxruntime's int8 (NHWC) kernels, keeping a
-            first convolution with few input channels in float (`cleanup.float_stem`).
-        static: the model is for static int8: a small classifier head stays float (`cleanup.float_head`).
+            first convolution with few input channels in float (`int8_layout.float_stem`).
+        static: the model is for static int8: a small classifier head stays float (`int8_layout.float_head`).
     """
     onnx = _deps.require("onnx", "dlkit quantize")
     steps: list[str] = []
@@ -131,7 +131,7 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
         steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
     keep_float: list[str] = []
     if channels_last:
-        from dlkit.cleanup import average_pools_as_convolutions, channels_last_for_int8, float_stem
+        from dlkit.int8_layout import average_pools_as_convolutions, channels_last_for_int8, float_stem
 
         keep_float, stem_steps = float_stem(model)
         steps += stem_steps + channels_last_for_int8(model, keep_float)
@@ -139,7 +139,7 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     model = _ort_preprocess(onnx, model, steps)
     name_nodes(model)  # onnxruntime's fusions may leave new nodes unnamed
     if static:  # on the pre-processed graph: the names the quantizer will see
-        from dlkit.cleanup import float_head, float_outputs
+        from dlkit.int8_layout import float_head, float_outputs
 
         head, head_steps = float_head(model)
         keep_float += head

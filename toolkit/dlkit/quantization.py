@@ -214,7 +214,7 @@ def quantize(
     if calib is not None and evaluation is None and calib.count > 1:
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
-    from dlkit.cleanup import float_outputs
+    from dlkit.int8_layout import float_outputs
 
     final = float_outputs(prepared)[0] if mode == "static" else []  # a final Softmax reads the logits in float
     quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress, float_inputs=final)
