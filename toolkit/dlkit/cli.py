@@ -15,10 +15,11 @@ _COMMANDS = {
     "demo": "Run the main job on a sample model: export, quantize, verify, bench, bundle.",
     "export": "Export a Keras model to ONNX, checked against Keras on sample inputs.",
     "quantize": "Quantize an ONNX model to int8 or fp16, with the accuracy cost measured.",
-    "run": "Run an ONNX model on a .npy, .npz or 8-bit .png input.",
+    "run": "Run an ONNX model on a .npy, .npz or image input.",
     "bench": "Time an ONNX model: cold start, latency percentiles, throughput, peak memory.",
     "inspect": "Describe an ONNX model: tensors, ops, parameters, metadata, quantization, placement.",
     "bundle": "Bundle an ONNX model with the runtime for a Raspberry Pi or another device.",
+    "serve": "Serve ONNX models over HTTP (Open Inference Protocol, KServe v2), batching concurrent requests.",
     "verify": "Compare ONNX candidates with a Keras or ONNX reference on data: figures, thresholds, a report.",
 }
 

@@ -1,0 +1,356 @@
+"""`serve`: models as a network service speaking the Open Inference Protocol (KServe v2) over HTTP, with dynamic
+batching. Runs on the device: uvicorn (ASGI server) and starlette, the `serve` extra (`pip install 'dlkit[serve]'`),
+imported only here; `import dlkit_runtime` never loads them.
+
+    python -m dlkit_runtime.serving cnn.onnx --port 8000      # or: dlkit serve cnn.onnx
+
+Concurrent requests for a model whose batch axis is dynamic wait at most `max_delay_ms` to be run together, up to
+`max_batch` samples; each response holds its own rows. A fixed-batch model runs one request at a time. The queue
+is bounded: when it is full the answer is 503 with Retry-After, never unbounded memory. A bad request is a 4xx with
+`{"error": ...}`; SIGTERM stops accepting and lets requests in flight finish (uvicorn's graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dlkit_runtime import oip
+from dlkit_runtime.errors import DlkitError, InvalidInputError, MissingDependencyError
+
+TOKEN_ENV = "DLKIT_SERVE_TOKEN"
+
+
+@dataclass
+class Settings:
+    """max_batch: samples per run at most. max_delay_ms: how long a request waits for others. max_queue: requests
+    waiting per model before 503. max_body_mb: the largest request body. max_elements: per input tensor."""
+
+    max_batch: int = 32
+    max_delay_ms: float = 2.0
+    max_queue: int = 256
+    max_body_mb: float = 64.0
+    max_elements: int = 1 << 26
+    token: str | None = None
+
+
+@dataclass
+class _Entry:
+    name: str
+    model: Any
+    batched: bool
+    queue: asyncio.Queue | None = None
+    stats: dict = field(default_factory=lambda: {"requests": 0, "batches": 0, "samples": 0})
+
+
+class _Batcher:
+    """One model's queue and the task that runs what waits in it, together when its shapes allow."""
+
+    def __init__(self, entry: _Entry, settings: Settings):
+        self.entry, self.settings = entry, settings
+        entry.queue = asyncio.Queue(maxsize=settings.max_queue)
+
+    async def submit(self, feeds: dict) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self.entry.queue.put_nowait((feeds, future))
+        except asyncio.QueueFull:
+            raise oip.RequestError(503, f"model '{self.entry.name}' has {self.settings.max_queue} requests waiting; "
+                                        "retry shortly") from None
+        return await future
+
+    async def run(self) -> None:
+        """Takes the first waiting request, and with it those already waiting of the same shapes up to max_batch.
+        A lone request runs at once (no added latency at concurrency 1); when others were waiting, the batch waits
+        max_delay_ms once for more."""
+        queue, pending = self.entry.queue, None
+        while True:
+            first = pending or await queue.get()
+            pending, group, rows = None, [first], _rows(first[0])
+            if self.entry.batched:
+                await asyncio.sleep(0)  # requests already received get to enqueue
+                for attempt in range(2):
+                    while rows < self.settings.max_batch and pending is None:
+                        try:
+                            item = queue.get_nowait()
+                        except asyncio.QueueEmpty:
+                            break
+                        if _signature(item[0]) != _signature(first[0]) or rows + _rows(item[0]) > self.settings.max_batch:
+                            pending = item  # the next batch starts with it
+                        else:
+                            group.append(item)
+                            rows += _rows(item[0])
+                    if attempt or len(group) == 1 or rows >= self.settings.max_batch or pending is not None \
+                            or self.settings.max_delay_ms <= 0:
+                        break
+                    await asyncio.sleep(self.settings.max_delay_ms / 1000)
+            await self._run(group)
+
+    async def _run(self, group: list) -> None:
+        loop = asyncio.get_running_loop()
+        feeds = group[0][0] if len(group) == 1 else {k: np.concatenate([g[0][k] for g in group]) for k in group[0][0]}
+        try:
+            outputs = await loop.run_in_executor(None, self.entry.model.predict, feeds)
+        except Exception as err:  # the batcher must outlive any request; a bad input is the client's, 400
+            failure = oip.RequestError(400 if isinstance(err, DlkitError) else 500,
+                                       str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self.entry.stats["batches"] += 1
+        self.entry.stats["samples"] += _rows(feeds)
+        start = 0
+        for part, future in group:
+            count = _rows(part)
+            if not future.done():
+                future.set_result(outputs if len(group) == 1 else {k: v[start:start + count] for k, v in outputs.items()})
+            start += count
+
+
+def _rows(feeds: dict) -> int:
+    return len(next(iter(feeds.values())))
+
+
+def _signature(feeds: dict) -> tuple:
+    return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feeds.items()))
+
+
+def _batch_first(model) -> bool:
+    """A dynamic batch axis on every input, and every output with its batch axis first (checked on a real run)."""
+    if not model.inputs or any(not i.shape or isinstance(i.shape[0], int) for i in model.inputs):
+        return False
+    return all(o.shape and not isinstance(o.shape[0], int) for o in model.outputs)
+
+
+def app(models: dict, settings: Settings):
+    """The ASGI application for `models` ({name: dlkit_runtime.Model})."""
+    try:
+        from starlette.applications import Starlette
+        from starlette.requests import ClientDisconnect
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+    except ImportError as err:
+        raise MissingDependencyError("dlkit serve needs starlette and uvicorn, which are not installed; install them "
+                                     "with: pip install 'dlkit[serve]'") from err
+    entries = {name: _Entry(name, model, _batch_first(model)) for name, model in models.items()}
+    batchers: dict[str, _Batcher] = {}
+    limit = int(settings.max_body_mb * (1 << 20))
+    started = time.time()
+
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+    def entry_of(request) -> _Entry:
+        name = request.path_params["name"]
+        if name not in entries:
+            raise oip.RequestError(404, f"no model '{name}' here; the models are {sorted(entries)}")
+        return entries[name]
+
+    async def body_of(request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise oip.RequestError(413, f"the request body is over the limit of {settings.max_body_mb:g} MB")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise oip.RequestError(413, f"the request body is over the limit of {settings.max_body_mb:g} MB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def live(request):
+        return JSONResponse({"live": True})
+
+    async def ready(request):
+        return JSONResponse({"ready": True})
+
+    async def server(request):
+        return JSONResponse({"name": "dlkit", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    async def metadata(request):
+        entry = entry_of(request)
+        model = entry.model
+        tensors = [{"name": t.name, "datatype": oip.datatype(t.dtype),
+                    "shape": [d if isinstance(d, int) else -1 for d in t.shape]} for t in model.inputs]
+        outs = [{"name": t.name, "datatype": oip.datatype(t.dtype),
+                 "shape": [d if isinstance(d, int) else -1 for d in t.shape]} for t in model.outputs]
+        params = {"labels": list(model.labels) if model.labels else None, "batching": entry.batched,
+                  "providers": list(model.providers)}
+        return JSONResponse({"name": entry.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+                             "inputs": tensors, "outputs": outs, "parameters": params})
+
+    async def model_ready(request):
+        entry_of(request)
+        return JSONResponse({"name": request.path_params["name"], "ready": True})
+
+    async def infer(request):
+        entry = entry_of(request)
+        body = await body_of(request)
+        parsed = oip.parse(body, request.headers.get("inference-header-content-length"), entry.model.inputs,
+                           [o.name for o in entry.model.outputs], settings.max_elements)
+        entry.stats["requests"] += 1
+        if entry.name not in batchers:
+            batchers[entry.name] = _Batcher(entry, settings)
+            asyncio.get_running_loop().create_task(batchers[entry.name].run())
+        feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
+        if entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
+            outputs = await asyncio.get_running_loop().run_in_executor(None, entry.model.predict, feeds)
+        else:
+            outputs = await batchers[entry.name].submit(feeds)
+        content, headers = oip.encode(entry.name, outputs, parsed)
+        return Response(content, headers=headers)
+
+    async def metrics(request):
+        lines = [f"dlkit_uptime_seconds {time.time() - started:.3f}"]
+        for name, e in entries.items():
+            depth = e.queue.qsize() if e.queue is not None else 0
+            lines += [f'dlkit_requests_total{{model="{name}"}} {e.stats["requests"]}',
+                      f'dlkit_batches_total{{model="{name}"}} {e.stats["batches"]}',
+                      f'dlkit_batched_samples_total{{model="{name}"}} {e.stats["samples"]}',
+                      f'dlkit_queue_depth{{model="{name}"}} {depth}']
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    routes = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server),
+              Route("/v2/models/{name}", metadata), Route("/v2/models/{name}/ready", model_ready),
+              Route("/v2/models/{name}/infer", infer, methods=["POST"]), Route("/metrics", metrics)]
+    async def request_error(request, err):
+        headers = {"retry-after": "1"} if err.status == 503 else {}
+        if err.status == 413:  # the body was not read: the connection cannot carry another request
+            headers["connection"] = "close"
+        return error(err.status, err.message, **headers)
+
+    async def input_error(request, err):
+        return error(400, str(err))
+
+    async def disconnected(request, err):
+        return error(400, "the client disconnected before the request was read")
+
+    application = Starlette(routes=routes, exception_handlers={
+        oip.RequestError: request_error, InvalidInputError: input_error, ClientDisconnect: disconnected})
+
+    async def guarded(scope, receive, send):
+        """The token first (compared in constant time; the health probes are open), then the app, whose errors
+        are JSON 4xx (or 503)."""
+        open_paths = ("/v2/health/live", "/v2/health/ready")  # probes (systemd, a load balancer) need no token
+        if scope["type"] == "http" and settings.token is not None and scope.get("path") not in open_paths:
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {settings.token}".encode()):
+                response = error(401, "missing or wrong token: send Authorization: Bearer <token>", connection="close")
+                return await response(scope, receive, send)
+        return await application(scope, receive, send)
+
+    async def handled(scope, receive, send):
+        started_at = time.perf_counter()
+        status = {}
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await guarded(scope, receive, send_status)
+        if scope["type"] == "http":
+            print(f'{scope.get("client", ("-",))[0]} "{scope["method"]} {scope["path"]}" {status.get("code", "-")} '
+                  f'{1000 * (time.perf_counter() - started_at):.1f}ms', file=sys.stderr, flush=True)
+
+    return handled
+
+
+def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host: str = "127.0.0.1",
+          port: int = 8000, settings: Settings | None = None, providers=None, threads: int | None = None) -> None:
+    """Loads the models and serves them until SIGTERM or Ctrl-C.
+
+    Raises:
+        InvalidInputError: a bad model path, a duplicate name, or bad settings. MissingDependencyError: no uvicorn.
+    """
+    from dlkit_runtime import Model
+
+    settings = settings or Settings()
+    settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
+    for value, name in ((settings.max_batch, "max_batch"), (settings.max_queue, "max_queue")):
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if settings.max_delay_ms < 0 or settings.max_body_mb <= 0:
+        raise InvalidInputError("max_delay_ms must be >= 0 and max_body_mb > 0")
+    if names and len(names) != len(paths):
+        raise InvalidInputError(f"{len(names)} name(s) for {len(paths)} model(s); give one --name per model or none")
+    chosen = list(names) or [Path(p).name.removesuffix(".onnx") for p in paths]
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInputError(f"two models would be served as the same name ({chosen}); name them with --name")
+    try:
+        import uvicorn
+    except ImportError as err:
+        raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
+                                     "with: pip install 'dlkit[serve]'") from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {name: Model(path, providers=providers, threads=threads) for name, path in zip(chosen, paths)}
+    application = app(models, settings)
+    if not _loopback(host) and settings.token is None:
+        print(f"warning: serving on {host} without a token: anyone who reaches this port can use the models; set "
+              f"--token or {TOKEN_ENV}", file=sys.stderr)
+    print(f"serving {', '.join(chosen)} on http://{host}:{port}/v2 (Open Inference Protocol)", file=sys.stderr,
+          flush=True)
+    config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=30, limit_concurrency=4 * settings.max_queue + 64)
+    # uvicorn drains requests in flight on SIGTERM or Ctrl-C, then raises the signal again to the handler that was
+    # there before it: a quiet one, so the process ends with 0 (systemd's clean stop), not killed by the signal
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    uvicorn.Server(config).run()
+    print("stopped", file=sys.stderr)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _version() -> str:
+    from dlkit_runtime import __version__
+
+    return __version__
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dlkit_runtime.serving", description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help=".onnx files")
+    parser.add_argument("--name", action="append", default=[], help="a model's name (repeat per model)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--token", default=None, help=f"require Authorization: Bearer TOKEN (or {TOKEN_ENV})")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--max-queue", type=int, default=256)
+    parser.add_argument("--max-body-mb", type=float, default=64.0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        serve(args.models, names=args.name, host=args.host, port=args.port, threads=args.threads,
+              settings=Settings(args.max_batch, args.max_delay_ms, args.max_queue, args.max_body_mb,
+                                token=args.token))
+    except DlkitError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

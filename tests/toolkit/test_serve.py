@@ -1,0 +1,240 @@
+"""`dlkit serve`: the real server (uvicorn + starlette) on a free loopback port, talked to with `tritonclient.http`
+and with raw HTTP for what a client would never send."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from dlkit_runtime import Model
+
+http = pytest.importorskip("tritonclient.http", reason="the serve tests talk to the server with tritonclient")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _server(*args, env=None):
+    port = _free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # the access log: a pipe nobody reads would fill and block the server
+    proc = subprocess.Popen([sys.executable, "-m", "dlkit", "serve", *map(str, args), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=log, text=True, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"dlkit serve exited {proc.returncode}: {log.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "/v2/health/live", timeout=1).read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        log.close()
+
+
+def _post(url, body: bytes, headers=None):
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def _json_infer(name, x, dtype="FP32"):
+    return json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype,
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def served(onnx_exports):
+    with _server(onnx_exports["cnn"], onnx_exports["mlp_digits"], onnx_exports["char_gru"], "--max-body-mb", "1") as s:
+        yield s
+
+
+def test_health_metadata_and_infer_through_tritonclient(served, onnx_exports, mnist_npz):
+    url, _ = served
+    client = http.InferenceServerClient(url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("cnn")
+    meta = client.get_model_metadata("cnn")
+    assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
+    assert meta["outputs"][0]["name"] == "digit" and "labels" in meta["parameters"]
+    x = np.load(mnist_npz["cnn", "eval"])["pixels"][:7]
+    expected = Model(onnx_exports["cnn"]).predict(x)["digit"]
+    for binary in (True, False):  # tritonclient's default (the binary extension), then plain JSON
+        pixels = http.InferInput("pixels", list(x.shape), "FP32")
+        pixels.set_data_from_numpy(x, binary_data=binary)
+        outputs = None if binary else [http.InferRequestedOutput("digit", binary_data=False)]
+        got = client.infer("cnn", [pixels], outputs=outputs).as_numpy("digit")
+        np.testing.assert_allclose(got, expected, atol=1e-6)  # the same model and rows; a batch of other size at most
+    ids = np.random.default_rng(0).integers(0, 60, (3, 20)).astype(np.int32)
+    hidden = np.zeros((3, 256), np.float32)
+    inputs = [http.InferInput("x", [3, 20], "INT32"), http.InferInput("hidden", [3, 256], "FP32")]
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(hidden)
+    result = client.infer("char_gru", inputs)
+    reference = Model(onnx_exports["char_gru"]).predict({"x": ids, "hidden": hidden})
+    for name, value in reference.items():
+        np.testing.assert_allclose(result.as_numpy(name), value, atol=1e-5)
+
+
+@pytest.mark.parametrize("path, body, status, says", [
+    ("mlp_digits", _json_infer("pixels", np.zeros((1, 78), np.float32)), 400, "wants FP32 (N, 784), got shape [1, 78]"),
+    ("mlp_digits", _json_infer("pixels", np.zeros((1, 784)), "FP64"), 400, "wants FP32 (N, 784), got FP64"),
+    ("char_gru", _json_infer("x", np.zeros((1, 5), np.int32), "INT32"), 400, "missing input(s) ['hidden']"),
+    ("nope", _json_infer("pixels", np.zeros((1, 784))), 404, "no model 'nope'"),
+    ("cnn", b'{"inputs": [', 400, "not valid JSON"),
+    ("cnn", b"[" * 10000 + b"]" * 10000, 400, "nested deeper"),
+    ("mlp_digits", json.dumps({"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32",
+                                           "data": [1.0] * 3}]}).encode(), 400, "has 3 values for shape [1, 784]"),
+])
+def test_bad_requests_get_a_4xx_json_error_and_the_server_stays_up(served, path, body, status, says):
+    url, _ = served
+    code, headers, content = _post(f"{url}/v2/models/{path}/infer", body)
+    assert code == status and says in json.loads(content)["error"], (code, content[:300])
+    assert urllib.request.urlopen(url + "/v2/health/ready").status == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(served):
+    """The headers alone, declaring 2 MB against the limit of 1 MB: the answer comes before any body is sent."""
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /v2/models/cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2097152\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < int(
+                reply.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply, reply[:300]
+    assert urllib.request.urlopen(url + "/v2/health/ready").status == 200
+
+
+def test_malformed_requests_fuzzed_never_get_a_5xx(served):
+    url, _ = served
+    valid = _json_infer("pixels", np.full((2, 784), 0.5, np.float32))
+    rng = np.random.default_rng(16)
+    codes = []
+    for _ in range(150):
+        body = bytearray(valid)
+        for pos in rng.integers(0, len(body), rng.integers(1, 6)):
+            body[pos] = int(rng.integers(32, 127))
+        codes.append(_post(f"{url}/v2/models/mlp_digits/infer", bytes(body[:int(rng.integers(1, len(body) + 1))]))[0])
+    assert max(codes) < 500 and 400 in codes, sorted(set(codes))
+    assert urllib.request.urlopen(url + "/v2/health/live").status == 200
+
+
+def test_concurrent_clients_get_their_own_rows_in_shared_batches(served, onnx_exports, mnist_npz):
+    """32 clients x 40 requests of 1-3 rows each: every answer equals Model.predict on the same rows, and the server
+    ran them in batches of several requests (its /metrics)."""
+    url, _ = served
+    x = np.load(mnist_npz["mlp", "eval"])["pixels"]
+    model = Model(onnx_exports["mlp_digits"])
+
+    def client(k):  # tritonclient encodes and decodes; urllib sends (tritonclient's own transport is gevent's,
+        rng = np.random.default_rng(k)  # which does not share a process with 32 threads)
+        worst = 0.0
+        for _ in range(40):
+            start, count = int(rng.integers(0, len(x) - 3)), int(rng.integers(1, 4))
+            rows = x[start:start + count]
+            pixels = http.InferInput("pixels", list(rows.shape), "FP32")
+            pixels.set_data_from_numpy(rows)
+            body, size = http.InferenceServerClient.generate_request_body([pixels])
+            status, headers, content = _post(f"{url}/v2/models/mlp_digits/infer", body,
+                                             {"Inference-Header-Content-Length": str(size)})
+            assert status == 200, content[:300]
+            length = {k.lower(): v for k, v in headers.items()}.get("inference-header-content-length")
+            got = http.InferenceServerClient.parse_response_body(
+                content, header_length=int(length) if length else None).as_numpy("digit")
+            assert got.shape == (count, 10)
+            worst = max(worst, float(np.abs(got - model.predict(rows)["digit"]).max()))
+        return worst
+
+    with ThreadPoolExecutor(32) as pool:
+        worst = max(pool.map(client, range(32)))
+    assert worst <= 1e-5  # the same rows in a batch of another size: float32 round-off of a 2-layer MLP at most
+    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if "mlp_digits" in line}
+    requests, batches = values['dlkit_requests_total{model="mlp_digits"}'], values['dlkit_batches_total{model="mlp_digits"}']
+    assert requests >= 32 * 40 and batches < requests, values
+
+
+def _slow_model(path):
+    """A MatMul of 1024 x 1024 per row: 512 rows take tens of milliseconds, long enough to fill a queue."""
+    w = nh.from_array(np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32) * 0.01, "w")
+    graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("MatMul", ["m", "w"], ["y"])], "slow",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["N", 1024])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 1024])], [w])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_token_full_queue_and_sigterm(tmp_path):
+    slow = _slow_model(tmp_path / "slow.onnx")
+    body = json.dumps({"inputs": [{"name": "x", "shape": [512, 1024], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 512 * 1024 * 4}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    blob = body + np.ones((512, 1024), np.float32).tobytes()
+    headers = {"Inference-Header-Content-Length": str(len(body)), "Authorization": "Bearer s3cret"}
+    with _server(slow, "--max-queue", "1", "--max-batch", "512", "--threads", "1",
+                 env={"DLKIT_SERVE_TOKEN": "s3cret"}) as (url, proc):
+        infer = f"{url}/v2/models/slow/infer"
+        small = _json_infer("x", np.ones((1, 1024), np.float32))  # a 401 comes before the body is read
+        assert _post(infer, small, {"Authorization": "Bearer wrong"})[0] == 401
+        assert _post(infer, small)[0] == 401
+        assert _post(infer, small, {"Authorization": "Bearer s3cret"})[0] == 200
+        assert urllib.request.urlopen(url + "/v2/health/ready").status == 200  # probes need no token
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(url + "/v2/models/slow")
+        status, response_headers, content = _post(infer, blob, headers)
+        length = {k.lower(): v for k, v in response_headers.items()}["inference-header-content-length"]
+        assert status == 200 and int(length) + 512 * 1024 * 4 == len(content)  # JSON, then the output's bytes
+        # one running, one waiting: the rest of 12 at once are turned away with 503 and Retry-After
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda _: _post(infer, blob, headers), range(12)))
+        codes = [a[0] for a in answers]
+        assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
+        assert all({k.lower(): v for k, v in a[1].items()}.get("retry-after") == "1" for a in answers if a[0] == 503)
+        # SIGTERM while requests are in flight: they are answered, then the server exits 0
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(_post(infer, blob, headers)[0])) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=60)
+        assert proc.wait(timeout=60) == 0
+        assert results and set(results) <= {200, 503}, results
