@@ -289,13 +289,26 @@ def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host
     if len(set(chosen)) != len(chosen):
         raise InvalidInputError(f"two models would be served as the same name ({chosen}); name them with --name")
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (missing: said before any model loads)
     except ImportError as err:
         raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
                                      "with: pip install 'dlkit[serve]'") from err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {name: Model(path, providers=providers, threads=threads) for name, path in zip(chosen, paths)}
+    serve_models(models, host=host, port=port, settings=settings)
+
+
+def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
+    """Serves loaded `dlkit_runtime.Model`s by name (a bundle's `serve.py` loads its model checked first)."""
+    try:
+        import uvicorn
+    except ImportError as err:
+        raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
+                                     "with: pip install 'dlkit[serve]'") from err
+    settings = settings or Settings()
+    settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
+    chosen = list(models)
     application = app(models, settings)
     if not _loopback(host) and settings.token is None:
         print(f"warning: serving on {host} without a token: anyone who reaches this port can use the models; set "

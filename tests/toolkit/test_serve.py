@@ -238,3 +238,46 @@ def test_token_full_queue_and_sigterm(tmp_path):
             t.join(timeout=60)
         assert proc.wait(timeout=60) == 0
         assert results and set(results) <= {200, 503}, results
+
+
+def test_a_serve_bundle_serves_its_checked_model(onnx_exports, mnist_npz, tmp_path):
+    """dlkit bundle --serve: serve.py, its systemd unit and the server's pinned requirements; serve.py (run here as
+    the device would run it) checks the model's sha256 and answers tritonclient."""
+    import dlkit
+    from dlkit.bundling import SERVE_REQUIREMENTS
+
+    dlkit.bundle(onnx_exports["cnn"], tmp_path / "b", target="rpi5", serve=True)
+    folder = tmp_path / "b"
+    assert (folder / "serve.py").is_file() and (folder / "dlkit-serve.service.in").is_file()
+    assert set(SERVE_REQUIREMENTS) <= set((folder / "requirements.txt").read_text().split())
+    assert "serve.py --port 8000" in (folder / "dlkit-serve.service.in").read_text()
+    assert "tritonclient" in (folder / "README.md").read_text()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, str(folder / "serve.py"), "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=log, env=env)
+    try:
+        client = http.InferenceServerClient(f"127.0.0.1:{port}")
+        for _ in range(300):
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # not listening yet
+                time.sleep(0.1)
+        x = np.load(mnist_npz["cnn", "eval"])["pixels"][:3]
+        pixels = http.InferInput("pixels", list(x.shape), "FP32")
+        pixels.set_data_from_numpy(x)
+        got = client.infer("cnn", [pixels]).as_numpy("digit")
+        np.testing.assert_allclose(got, Model(onnx_exports["cnn"]).predict(x)["digit"], atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        log.close()
+    tampered = folder / "cnn.onnx"
+    data = bytearray(tampered.read_bytes())
+    data[-20] ^= 1
+    tampered.write_bytes(bytes(data))
+    refused = subprocess.run([sys.executable, str(folder / "serve.py"), "--port", str(port)], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.startswith("Error: ") and "sha256" in refused.stderr

@@ -25,7 +25,9 @@ from dlkit.errors import InvalidInputError
 # Versions with cp311 wheels for manylinux aarch64 and x86-64. onnxruntime must be >= 1.22: the 1.21.0 aarch64 wheel
 # crashes on a Pi 4 with an illegal instruction. tests/arm installs exactly these under emulation.
 REQUIREMENTS = ("numpy==2.4.6", "onnxruntime==1.32.0")
-IMAGE_REQUIREMENTS = ("pillow==13.0.0",)  # for a model that takes images: JPEG and any PNG (aarch64 + x86-64 wheels)
+IMAGE_REQUIREMENTS = ("pillow==13.0.0",)
+SERVE_REQUIREMENTS = ("uvicorn==0.54.0", "starlette==1.10.0")  # a bundle made with serve=True (pure-Python wheels)
+SERVE_SERVICE = "dlkit-serve"  # for a model that takes images: JPEG and any PNG (aarch64 + x86-64 wheels)
 SERVICE_NAME = "dlkit-predict"
 
 
@@ -87,7 +89,8 @@ class BundleResult:
 
 
 def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str = "rpi4",
-           float_model: str | os.PathLike | None = None, threads: int | None = None, force: bool = False) -> BundleResult:
+           float_model: str | os.PathLike | None = None, threads: int | None = None, force: bool = False,
+           serve: bool = False) -> BundleResult:
     """Makes a folder (or a `.tar.gz` of it) that installs and runs `model` on a device with two commands.
 
     Args:
@@ -98,6 +101,8 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
             can say which is faster there. Defaults to None.
         threads: intra-op threads on the device. Defaults to None: the target's (4 on a Pi, else physical cores).
         force: replace an existing non-empty folder or archive. Defaults to False.
+        serve: add `serve.py` (the model over HTTP, Open Inference Protocol), a `dlkit-serve` systemd unit and
+            the server's requirements (uvicorn, starlette). Defaults to False.
 
     Returns:
         A `BundleResult`.
@@ -157,7 +162,9 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         "outputs": [t.to_dict() for t in first.outputs],
         "labels": list(first.labels) if first.labels else None,
         "preprocessing": first.metadata.get("preprocessing"),
-        "requirements": list(REQUIREMENTS) + (list(IMAGE_REQUIREMENTS) if _takes_images(first) else []),
+        "requirements": list(REQUIREMENTS) + (list(IMAGE_REQUIREMENTS) if _takes_images(first) else [])
+        + (list(SERVE_REQUIREMENTS) if serve else []),
+        "serve": bool(serve),
         "advice": spec.advice,
     }
     files = _files(manifest, [data for _, data in loaded], spec)
@@ -314,6 +321,10 @@ def _files(manifest: dict, datas: list[bytes], spec: Target) -> dict[str, bytes]
         files[f"dlkit_runtime/{source.name}"] = source.read_bytes()
     files["requirements.txt"] = ("\n".join(manifest["requirements"]) + "\n").encode()
     files["predict.py"] = (here / "predict.py").read_bytes()
+    if manifest.get("serve"):
+        files["serve.py"] = (here / "serve.py").read_bytes()
+        files[f"{SERVE_SERVICE}.service.in"] = bundle_files.SERVE_SERVICE.format(model=manifest["models"][0]["file"],
+                                                                               target=spec.name).encode()
     files["bench.py"] = (here / "bench.py").read_bytes()
     service = f"{SERVICE_NAME}.service"
     name = manifest["models"][0]["file"]
@@ -329,10 +340,13 @@ def _files(manifest: dict, datas: list[bytes], spec: Target) -> dict[str, bytes]
         model=name, target_name=spec.description, version=manifest["dlkit_version"], created=manifest["created"],
         requirements=" and ".join(manifest["requirements"]), model_rows=rows, service=service, tensors=tensors,
         advice=spec.advice).encode()
+    if manifest.get("serve"):
+        files["README.md"] += bundle_files.SERVE_README.format(
+            name=manifest["models"][0]["file"].removesuffix(".onnx"), service=f"{SERVE_SERVICE}.service").encode()
     return files
 
 
-_EXECUTABLE = {"install.sh", "predict.py", "bench.py"}
+_EXECUTABLE = {"install.sh", "predict.py", "bench.py", "serve.py"}
 
 
 def _write_folder(output: Path, files: dict[str, bytes]) -> int:

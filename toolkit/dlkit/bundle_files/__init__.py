@@ -32,7 +32,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv || {{ echo "install.sh: python3 -m venv failed; on Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 1; }}
 fi
 .venv/bin/python -m pip install --disable-pip-version-check --only-binary=:all: -r requirements.txt "$@"
-sed "s|@BUNDLE@|$(pwd)|g; s|@USER@|$(id -un)|g" {service}.in > {service}
+for unit in *.service.in; do
+  sed "s|@BUNDLE@|$(pwd)|g; s|@USER@|$(id -un)|g" "$unit" > "${{unit%.in}}"
+done
 .venv/bin/python predict.py --check
 echo "installed; run: .venv/bin/python predict.py INPUT   (an .npy, .npz or an image)"
 """
@@ -86,4 +88,48 @@ Made by dlkit {version} on {created}. Copy this folder to the device, then:
 ## Advice for {target_name}
 
 {advice}
+"""
+
+
+SERVE_SERVICE = """\
+# systemd unit: serves the model over HTTP (Open Inference Protocol) on 127.0.0.1:8000.
+# install.sh fills in the paths; then: sudo cp dlkit-serve.service /etc/systemd/system/ &&
+# sudo systemctl enable --now dlkit-serve   (to serve the network: add --host 0.0.0.0 --token ... to ExecStart)
+[Unit]
+Description=dlkit model server {model} ({target})
+After=network.target
+
+[Service]
+Type=simple
+User=@USER@
+WorkingDirectory=@BUNDLE@
+ExecStart=@BUNDLE@/.venv/bin/python @BUNDLE@/serve.py --port 8000
+Restart=on-failure
+RestartSec=5
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+SERVE_README = """
+## Serving over HTTP
+
+```sh
+.venv/bin/python serve.py --port 8000              # or the systemd unit {service} (install.sh fills it in)
+curl -s localhost:8000/v2/health/ready
+curl -s localhost:8000/v2/models/{name}             # inputs, outputs, labels
+```
+
+From another machine (start it with `--host 0.0.0.0 --token SECRET`), in Python:
+
+```python
+import numpy as np, tritonclient.http as http       # pip install 'tritonclient[http]'
+client = http.InferenceServerClient("raspberrypi.local:8000")
+token = {{"Authorization": "Bearer SECRET"}}
+name = client.get_model_metadata("{name}", headers=token)["inputs"][0]["name"]
+x = http.InferInput(name, list(batch.shape), "FP32")
+x.set_data_from_numpy(batch)
+print(client.infer("{name}", [x], headers=token).get_response())
+```
 """

@@ -19,9 +19,10 @@ from dlkit.commands import _render
 @click.option("--float-model", type=click.Path(path_type=Path),
               help="The float model an int8 MODEL came from, bundled beside it for the on-device benchmark.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads on the device. [default: the target's]")
+@click.option("--serve", is_flag=True, help="Add serve.py (the model over HTTP, Open Inference Protocol) and its unit.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing non-empty folder or archive.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, output, target, float_model, threads, force, as_json):
+def command(model, output, target, float_model, threads, serve, force, as_json):
     """Bundle MODEL (.onnx) with the runtime, an install script and a predict entry point for a device.
 
     On the device: ./install.sh, then .venv/bin/python predict.py INPUT (the bundle's README says more).
@@ -30,7 +31,8 @@ def command(model, output, target, float_model, threads, force, as_json):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the result's warnings are printed below
-        result = bundle(model, output, target=target, float_model=float_model, threads=threads, force=force)
+        result = bundle(model, output, target=target, float_model=float_model, threads=threads, force=force,
+                        serve=serve)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
