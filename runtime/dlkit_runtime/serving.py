@@ -51,6 +51,19 @@ class _Entry:
     batched: bool
     queue: asyncio.Queue | None = None
     stats: dict = field(default_factory=lambda: {"requests": 0, "batches": 0, "samples": 0})
+    seconds: float = 1.0  # a run's time, smoothed: under INLINE_SECONDS it runs on the event loop, no thread hop
+    busy: bool = False
+
+    def predict(self, feeds: dict) -> dict:
+        started = time.perf_counter()
+        outputs = self.model.predict(feeds)
+        self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - started)
+        self.stats["batches"] += 1
+        self.stats["samples"] += _rows(feeds)
+        return outputs
+
+
+INLINE_SECONDS = 0.0005  # a model this fast runs in the event loop: handing it to a thread would cost more
 
 
 class _Batcher:
@@ -99,8 +112,12 @@ class _Batcher:
     async def _run(self, group: list) -> None:
         loop = asyncio.get_running_loop()
         feeds = group[0][0] if len(group) == 1 else {k: np.concatenate([g[0][k] for g in group]) for k in group[0][0]}
+        self.entry.busy = True
         try:
-            outputs = await loop.run_in_executor(None, self.entry.model.predict, feeds)
+            if self.entry.seconds < INLINE_SECONDS:
+                outputs = self.entry.predict(feeds)
+            else:
+                outputs = await loop.run_in_executor(None, self.entry.predict, feeds)
         except Exception as err:  # the batcher must outlive any request; a bad input is the client's, 400
             failure = oip.RequestError(400 if isinstance(err, DlkitError) else 500,
                                        str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
@@ -108,8 +125,8 @@ class _Batcher:
                 if not future.done():
                     future.set_exception(failure)
             return
-        self.entry.stats["batches"] += 1
-        self.entry.stats["samples"] += _rows(feeds)
+        finally:
+            self.entry.busy = False
         start = 0
         for part, future in group:
             count = _rows(part)
@@ -204,8 +221,10 @@ def app(models: dict, settings: Settings):
             batchers[entry.name] = _Batcher(entry, settings)
             asyncio.get_running_loop().create_task(batchers[entry.name].run())
         feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
-        if entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
-            outputs = await asyncio.get_running_loop().run_in_executor(None, entry.model.predict, feeds)
+        if entry.seconds < INLINE_SECONDS and not entry.busy and entry.queue.empty():
+            outputs = entry.predict(feeds)  # fast and nothing waiting: at once, on the loop (no batch to wait for)
+        elif entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
+            outputs = await asyncio.get_running_loop().run_in_executor(None, entry.predict, feeds)
         else:
             outputs = await batchers[entry.name].submit(feeds)
         content, headers = oip.encode(entry.name, outputs, parsed)
