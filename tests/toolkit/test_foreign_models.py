@@ -18,6 +18,8 @@ import dlkit
 from dlkit.cli import cli
 from dlkit_runtime import Model
 
+pytestmark = pytest.mark.int8  # int8 figures: run again on the emulated AVX2 CPU (tests/cpu_kinds)
+
 SIDE = 32
 CLASSES = 1000
 
