@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlkit_runtime import oip
+from dlkit_runtime.metrics import CONTENT_TYPE, Metrics
 from dlkit_runtime.errors import DlkitError, InvalidInputError, MissingDependencyError
 
 TOKEN_ENV = "DLKIT_SERVE_TOKEN"
@@ -53,6 +54,7 @@ class _Entry:
     stats: dict = field(default_factory=lambda: {"requests": 0, "batches": 0, "samples": 0})
     seconds: float = 1.0  # a run's time, smoothed: under INLINE_SECONDS it runs on the event loop, no thread hop
     busy: bool = False
+    recorder: Any = None
 
     def predict(self, feeds: dict) -> dict:
         started = time.perf_counter()
@@ -60,6 +62,8 @@ class _Entry:
         self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - started)
         self.stats["batches"] += 1
         self.stats["samples"] += _rows(feeds)
+        if self.recorder is not None:
+            self.recorder.batch(self.name, _rows(feeds))
         return outputs
 
 
@@ -160,10 +164,10 @@ def app(models: dict, settings: Settings):
     except ImportError as err:
         raise MissingDependencyError("dlkit serve needs starlette and uvicorn, which are not installed; install them "
                                      "with: pip install 'dlkit[serve]'") from err
-    entries = {name: _Entry(name, model, _batch_first(model)) for name, model in models.items()}
+    recorder = Metrics(lambda: {n: e.queue.qsize() if e.queue is not None else 0 for n, e in entries.items()})
+    entries = {name: _Entry(name, model, _batch_first(model), recorder=recorder) for name, model in models.items()}
     batchers: dict[str, _Batcher] = {}
     limit = int(settings.max_body_mb * (1 << 20))
-    started = time.time()
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers or None)
@@ -231,14 +235,7 @@ def app(models: dict, settings: Settings):
         return Response(content, headers=headers)
 
     async def metrics(request):
-        lines = [f"dlkit_uptime_seconds {time.time() - started:.3f}"]
-        for name, e in entries.items():
-            depth = e.queue.qsize() if e.queue is not None else 0
-            lines += [f'dlkit_requests_total{{model="{name}"}} {e.stats["requests"]}',
-                      f'dlkit_batches_total{{model="{name}"}} {e.stats["batches"]}',
-                      f'dlkit_batched_samples_total{{model="{name}"}} {e.stats["samples"]}',
-                      f'dlkit_queue_depth{{model="{name}"}} {depth}']
-        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        return Response(recorder.text(), headers={"content-type": CONTENT_TYPE})
 
     routes = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server),
               Route("/v2/models/{name}", metadata), Route("/v2/models/{name}/ready", model_ready),
@@ -280,6 +277,9 @@ def app(models: dict, settings: Settings):
 
         await guarded(scope, receive, send_status)
         if scope["type"] == "http":
+            parts = scope["path"].split("/")
+            if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer":
+                recorder.request(parts[3], status.get("code", 0), time.perf_counter() - started_at)
             print(f'{scope.get("client", ("-",))[0]} "{scope["method"]} {scope["path"]}" {status.get("code", "-")} '
                   f'{1000 * (time.perf_counter() - started_at):.1f}ms', file=sys.stderr, flush=True)
 

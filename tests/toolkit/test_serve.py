@@ -185,10 +185,13 @@ def test_concurrent_clients_get_their_own_rows_in_shared_batches(served, onnx_ex
     with ThreadPoolExecutor(32) as pool:
         worst = max(pool.map(client, range(32)))
     assert worst <= 1e-5  # the same rows in a batch of another size: float32 round-off of a 2-layer MLP at most
-    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if "mlp_digits" in line}
-    requests, batches = values['dlkit_requests_total{model="mlp_digits"}'], values['dlkit_batches_total{model="mlp_digits"}']
-    assert requests >= 32 * 40 and batches < requests, values
+    metrics = urllib.request.urlopen(url + "/metrics").read().decode()  # Prometheus' text format
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if "mlp_digits" in line and not line.startswith("#")}
+    requests = values['dlkit_requests_total{model="mlp_digits",status="200"}']
+    runs = values['dlkit_batch_size_count{model="mlp_digits"}']
+    assert requests >= 32 * 40 and runs <= requests and values['dlkit_batch_size_sum{model="mlp_digits"}'] >= requests
+    assert values['dlkit_request_seconds_count{model="mlp_digits"}'] >= requests and 'dlkit_queue_depth{model="mlp_digits"}' in values
 
 
 def _slow_model(path):
@@ -318,3 +321,31 @@ def test_load_32_clients_x_500_requests_exact_answers_and_flat_memory(onnx_expor
         after = rss(proc.pid)
     assert worst <= 1e-5  # same rows, another batch size: float32 round-off of the MLP and CNN at most
     assert after - before <= 48 << 20, (before >> 20, after >> 20)
+
+
+def test_concurrent_requests_for_a_slower_model_share_batches(tmp_path):
+    """8 clients x 6 requests of 8 rows on a model whose run takes milliseconds: the server runs them in fewer,
+    larger batches (its /metrics), and each client gets exactly its own rows back."""
+    slow = _slow_model(tmp_path / "slow.onnx")
+    model = Model(slow)
+    rng = np.random.default_rng(5)
+    rows = [rng.standard_normal((8, 1024)).astype(np.float32) for _ in range(48)]
+    with _server(slow, "--threads", "1") as (url, _):
+        def client(k):
+            worst = 0.0
+            for x in rows[k * 6:(k + 1) * 6]:
+                status, _, content = _post(f"{url}/v2/models/slow/infer", _json_infer("x", x))
+                assert status == 200, content[:300]
+                got = np.array(json.loads(content)["outputs"][0]["data"], np.float32).reshape(8, 1024)
+                worst = max(worst, float(np.abs(got - model.predict(x)["y"]).max()))
+            return worst
+
+        with ThreadPoolExecutor(8) as pool:
+            worst = max(pool.map(client, range(8)))
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if 'model="slow"' in line and not line.startswith("#")}
+    assert values['dlkit_requests_total{model="slow",status="200"}'] == 48
+    assert values['dlkit_batch_size_sum{model="slow"}'] == 48 * 8
+    assert values['dlkit_batch_size_count{model="slow"}'] < 48, values  # some requests ran together
+    assert worst <= 1e-5  # the same rows in a larger batch: float32 round-off of two 1024-term products
