@@ -18,13 +18,13 @@ def arm_env():
     needed), reused from the cache afterwards."""
     import qemu_env
 
-    from dlkit.bundling import IMAGE_REQUIREMENTS, REQUIREMENTS
+    from dlkit.bundling import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS
 
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("the emulated ARM environment is built for x86-64 Linux hosts")
     start = time.perf_counter()
     try:
-        env = qemu_env.build(list(REQUIREMENTS) + list(IMAGE_REQUIREMENTS), log=lambda message: print(message, file=sys.stderr))
+        env = qemu_env.build(list(REQUIREMENTS) + list(IMAGE_REQUIREMENTS) + list(SERVE_REQUIREMENTS), log=lambda message: print(message, file=sys.stderr))
     except qemu_env.ArmEnvError as err:
         pytest.fail(f"cannot build the emulated ARM environment: {err}", pytrace=False)
     print(f"\narm-env ready in {time.perf_counter() - start:.1f} s ({env.root.parent})", file=sys.stderr)
