@@ -349,3 +349,16 @@ def test_concurrent_requests_for_a_slower_model_share_batches(tmp_path):
     assert values['dlkit_batch_size_sum{model="slow"}'] == 48 * 8
     assert values['dlkit_batch_size_count{model="slow"}'] < 48, values  # some requests ran together
     assert worst <= 1e-5  # the same rows in a larger batch: float32 round-off of two 1024-term products
+
+
+def test_binding_beyond_loopback_without_a_token_warns(onnx_exports):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dlkit", "serve", str(onnx_exports["mlp_digits"]), "--host",
+                             "0.0.0.0", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert first.startswith("warning: serving on 0.0.0.0 without a token") and "DLKIT_SERVE_TOKEN" in first, first
