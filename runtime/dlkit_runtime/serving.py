@@ -337,12 +337,14 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30, limit_concurrency=4 * settings.max_queue + 64)
     # uvicorn drains requests in flight on SIGTERM or Ctrl-C, then raises the signal again to the handler that was
-    # there before it: a quiet one, so the process ends with 0 (systemd's clean stop), not killed by the signal
+    # there before it. That handler asks the server to stop: a signal before uvicorn installs its own (during the
+    # start) stops it too, and one after ends the process with 0 (systemd's clean stop), not killed by the signal
     import signal
 
+    server = uvicorn.Server(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
-    uvicorn.Server(config).run()
+        signal.signal(sig, lambda signum, frame: setattr(server, "should_exit", True))
+    server.run()
     print("stopped", file=sys.stderr)
 
 
