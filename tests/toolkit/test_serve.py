@@ -54,10 +54,20 @@ def _server(*args, env=None):
                 time.sleep(0.1)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
+        _stop(proc)
         log.close()
+
+
+def _stop(proc) -> None:
+    """SIGTERM, and SIGKILL if it does not stop: a failing test must not leave a server behind."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
 
 
 def _post(url, body: bytes, headers=None):
@@ -277,9 +287,9 @@ def test_a_serve_bundle_serves_its_checked_model(onnx_exports, mnist_npz, tmp_pa
         got = client.infer("cnn", [pixels]).as_numpy("digit")
         np.testing.assert_allclose(got, Model(onnx_exports["cnn"]).predict(x)["digit"], atol=1e-6)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        _stop(proc)
         log.close()
+    assert proc.returncode == 0
     tampered = folder / "cnn.onnx"
     data = bytearray(tampered.read_bytes())
     data[-20] ^= 1
@@ -362,6 +372,5 @@ def test_binding_beyond_loopback_without_a_token_warns(onnx_exports):
     try:
         first = proc.stderr.readline()
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        _stop(proc)  # SIGTERM while it starts: it stops (a start swallowed it once)
     assert first.startswith("warning: serving on 0.0.0.0 without a token") and "DLKIT_SERVE_TOKEN" in first, first
