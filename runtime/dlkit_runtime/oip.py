@@ -144,7 +144,7 @@ def encode(model: str, values: Mapping[str, np.ndarray], request: Request) -> tu
     response = {"model_name": model, "outputs": entries}
     if request.id is not None:
         response["id"] = request.id
-    head = json.dumps(response, allow_nan=False if not blobs else True).encode()
+    head = json.dumps(response).encode()
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream",

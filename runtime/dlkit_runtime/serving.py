@@ -2,7 +2,7 @@
 batching. Runs on the device: uvicorn (ASGI server) and starlette, the `serve` extra (`pip install 'dlkit[serve]'`),
 imported only here; `import dlkit_runtime` never loads them.
 
-    python -m dlkit_runtime.serving cnn.onnx --port 8000      # or: dlkit serve cnn.onnx
+    from dlkit_runtime.serving import serve; serve(["cnn.onnx"], port=8000)   # what `dlkit serve cnn.onnx` runs
 
 Concurrent requests for a model whose batch axis is dynamic wait at most `max_delay_ms` to be run together, up to
 `max_batch` samples; each response holds its own rows. A fixed-batch model runs one request at a time. The queue
@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,7 +51,6 @@ class _Entry:
     model: Any
     batched: bool
     queue: asyncio.Queue | None = None
-    stats: dict = field(default_factory=lambda: {"requests": 0, "batches": 0, "samples": 0})
     seconds: float = 1.0  # a run's time, smoothed: under INLINE_SECONDS it runs on the event loop, no thread hop
     busy: bool = False
     recorder: Any = None
@@ -60,8 +59,6 @@ class _Entry:
         started = time.perf_counter()
         outputs = self.model.predict(feeds)
         self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - started)
-        self.stats["batches"] += 1
-        self.stats["samples"] += _rows(feeds)
         if self.recorder is not None:
             self.recorder.batch(self.name, _rows(feeds))
         return outputs
@@ -148,7 +145,7 @@ def _signature(feeds: dict) -> tuple:
 
 
 def _batch_first(model) -> bool:
-    """A dynamic batch axis on every input, and every output with its batch axis first (checked on a real run)."""
+    """A dynamic batch axis on every input, and every output with its batch axis first (from the model's shapes)."""
     if not model.inputs or any(not i.shape or isinstance(i.shape[0], int) for i in model.inputs):
         return False
     return all(o.shape and not isinstance(o.shape[0], int) for o in model.outputs)
@@ -220,7 +217,6 @@ def app(models: dict, settings: Settings):
         body = await body_of(request)
         parsed = oip.parse(body, request.headers.get("inference-header-content-length"), entry.model.inputs,
                            [o.name for o in entry.model.outputs], settings.max_elements)
-        entry.stats["requests"] += 1
         if entry.name not in batchers:
             batchers[entry.name] = _Batcher(entry, settings)
             asyncio.get_running_loop().create_task(batchers[entry.name].run())
@@ -296,7 +292,6 @@ def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host
     from dlkit_runtime import Model
 
     settings = settings or Settings()
-    settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
     for value, name in ((settings.max_batch, "max_batch"), (settings.max_queue, "max_queue")):
         if not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
@@ -359,32 +354,3 @@ def _version() -> str:
     from dlkit_runtime import __version__
 
     return __version__
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m dlkit_runtime.serving", description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help=".onnx files")
-    parser.add_argument("--name", action="append", default=[], help="a model's name (repeat per model)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--token", default=None, help=f"require Authorization: Bearer TOKEN (or {TOKEN_ENV})")
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-delay-ms", type=float, default=2.0)
-    parser.add_argument("--max-queue", type=int, default=256)
-    parser.add_argument("--max-body-mb", type=float, default=64.0)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        serve(args.models, names=args.name, host=args.host, port=args.port, threads=args.threads,
-              settings=Settings(args.max_batch, args.max_delay_ms, args.max_queue, args.max_body_mb,
-                                token=args.token))
-    except DlkitError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,12 +15,14 @@ _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 @dataclass(frozen=True)
 class Precision:
     """kind: "float", "int8" or "fp16". dynamic: int8 with per-batch activation scales (DynamicQuantizeLinear),
-    whose outputs depend on the batch it runs in. target, settings: from dlkit's metadata (None, {} otherwise)."""
+    whose outputs depend on the batch it runs in. target, settings: from dlkit's metadata (None, {} otherwise).
+    qdq: int8 as QuantizeLinear/DequantizeLinear pairs, whose nodes can be ranked by SQNR."""
 
     kind: str
     dynamic: bool
     target: str | None
     settings: Mapping[str, Any]
+    qdq: bool = False
 
 
 def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
@@ -33,7 +35,7 @@ def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
     ops = {n.op_type for n in all_nodes(model.graph)}
     if ops & _INT8_OPS or any(o.endswith("Integer") for o in ops):
         target, settings = targets.of_model(metadata)
-        return Precision("int8", "DynamicQuantizeLinear" in ops, target, settings)
+        return Precision("int8", "DynamicQuantizeLinear" in ops, target, settings, "DequantizeLinear" in ops)
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         return Precision("fp16", False, None, {})
     return Precision("float", False, None, {})
@@ -51,21 +53,13 @@ class NodeError:
         return asdict(self)
 
 
-
-def quantized_nodes(path: Path, reference, paths, feeds, notes: list[str]) -> tuple[str, tuple[NodeError, ...]]:
-    """The candidate's kind, and for a QDQ int8 candidate its quantized nodes with the lowest SQNR."""
+def quantized_nodes(path: Path, info: Precision, reference, paths, feeds, notes: list[str]) -> tuple[NodeError, ...]:
+    """A QDQ int8 candidate's quantized nodes with the lowest SQNR (`info` from `precision`), else none."""
+    if not info.qdq:
+        return ()
     import onnx
 
     model = onnx.load(str(path))
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"} or any(o.endswith("Integer") for o in ops):
-        kind = "int8"
-    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        kind = "fp16"
-    else:
-        return "float", ()
-    if "DequantizeLinear" not in ops:
-        return kind, ()
     floats = [Path(reference)] if isinstance(reference, (str, os.PathLike)) and \
         Path(reference).suffix.lower() == ".onnx" else []
     floats += [p for p in paths if p != path]
@@ -80,8 +74,8 @@ def quantized_nodes(path: Path, reference, paths, feeds, notes: list[str]) -> tu
             ranked = quantizers.rank_sensitive_nodes(prepared, model, feeds, already=())
         except Exception as err:  # a ranking failure must not hide the figures
             notes.append(f"per-node SQNR of {path.name} failed ({type(err).__name__}: {str(err)[:120]})")
-            return kind, ()
-        return kind, tuple(NodeError(n.name, n.op_type, n.sqnr_db) for n in ranked[:TOP_NODES])
+            return ()
+        return tuple(NodeError(n.name, n.op_type, n.sqnr_db) for n in ranked[:TOP_NODES])
     notes.append(f"no float ONNX model to rank {path.name}'s nodes against; pass the float export as a reference "
                  "or another candidate for per-node SQNR")
-    return kind, ()
+    return ()

@@ -29,8 +29,6 @@ PRESETS = {
 # names a user may give: the presets, the host, and dlkit bundle's devices
 ALIASES = {"rpi4": "arm64", "rpi5": "arm64", "aarch64": "arm64", "x86_64": "x86-avx2"}
 NAMES = ("host", *PRESETS, *ALIASES)
-# the CPU family whose kernels each preset is for (gpu: TensorRT's, none of the CPU's)
-_FAMILY = {"x86-vnni": "x86-vnni", "x86-avx2": "x86-avx2", "arm64": "arm64", "gpu": "gpu"}
 _WHY = {
     "x86-vnni": "int8 weights and activations: VNNI adds int8 products exactly",
     "x86-avx2": "uint8 activations and 7-bit weights (reduce_range): AVX2 adds u8 x s8 pairs in int16, which "
@@ -108,11 +106,10 @@ def mismatch(target: str | None, settings: Mapping[str, Any], host: cpu.CpuKind 
     host = host or cpu.host()
     if target is None or exact_everywhere(settings):
         return None
-    family = _FAMILY[target]
-    if family == "gpu":
+    if target == "gpu":  # each CPU preset is named for the family whose kernels it is for; gpu is TensorRT's
         return (f"this model is quantized for TensorRT (gpu); its int8 figures here come from the host CPU's kernels "
                 f"({host.family}), not TensorRT's")
-    if family == host.family:
+    if target == host.family:
         return None
     if host.family == "x86-avx2":
         return (f"this model is quantized for {target} (8-bit weights), but its int8 figures come from this "

@@ -244,10 +244,10 @@ def verify(
     results = []
     for path, per_output, info in zip(paths, stats, kinds):
         outputs = tuple(s.figures() for s in per_output.values())
-        kind, nodes = _quantized_nodes(path, reference, paths, probe if source.count < _SQNR_SAMPLES else
-                                       source.take(0, _SQNR_SAMPLES), notes)
+        nodes = _quantized_nodes(path, info, reference, paths, probe if source.count < _SQNR_SAMPLES else
+                                 source.take(0, _SQNR_SAMPLES), notes)
         warning = targets.mismatch(info.target, info.settings) if info.kind == "int8" else None
-        results.append(CandidateResult(str(path), kind, outputs, nodes, _breaches(str(path), outputs, limits),
+        results.append(CandidateResult(str(path), info.kind, outputs, nodes, _breaches(str(path), outputs, limits),
                                        info.dynamic, info.target,
                                        min(deploy_batch_size if info.dynamic else batch_size, done), warning))
     import onnxruntime
