@@ -1,24 +1,20 @@
-"""The emulated-ARM tests' marker and environment (built once, cached outside the work tree: see qemu_env.py)."""
+"""The emulated-ARM tests' marker and environment (built once, cached outside the work tree: see dlkit.device.environment)."""
 
 from __future__ import annotations
 
 import platform
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")
 def arm_env():
     """The aarch64 Python 3.11 with the bundle's pinned requirements; built on first use (about 15 s, root and apt
     needed), reused from the cache afterwards."""
-    import qemu_env
-
     from dlkit.bundling import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS
+    from dlkit.device import environment as qemu_env
 
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("the emulated ARM environment is built for x86-64 Linux hosts")

@@ -20,6 +20,7 @@ _COMMANDS = {
     "inspect": "Describe an ONNX model: tensors, ops, parameters, metadata, quantization, placement.",
     "bundle": "Bundle an ONNX model with the runtime for a Raspberry Pi or another device.",
     "serve": "Serve ONNX models over HTTP (Open Inference Protocol, KServe v2), batching concurrent requests.",
+    "device": "Set up an emulated Raspberry Pi (qemu) for verify, run, quantize and bundle --device.",
     "verify": "Compare ONNX candidates with a Keras or ONNX reference on data: figures, thresholds, a report.",
 }
 
@@ -63,6 +64,8 @@ def cli() -> None:
       bench     latency, throughput, cold start and memory of an ONNX model here
       inspect   what an ONNX file holds and where its ops run
       bundle    ONNX -> a folder (or .tar.gz) to copy to a Raspberry Pi: install, then predict
+      serve     ONNX models over HTTP (Open Inference Protocol), with dynamic batching
+      device    an emulated Raspberry Pi here: verify/run/quantize --device rpi4 give the Pi's own figures
     Run 'dlkit COMMAND --help' for a command's options.
     """
 

@@ -18,6 +18,17 @@ class ConversionError(DlkitError):
     """A model could not be converted to ONNX; the message names the layer or op that failed."""
 
 
+class DeviceSetupError(DlkitError):
+    """The emulated device's environment could not be built (a download, an unpacking, pip); the message names the
+    step. Exit code 2, as the fix is the user's: the network, the cache folder, then `dlkit device setup` again."""
+
+    exit_code = 2
+
+
+class DeviceError(DlkitError):
+    """The emulated device's process failed or stopped answering; the message holds what it printed last."""
+
+
 class QuantizationError(DlkitError):
     """A model could not be quantized; the message says why and what was tried."""
 
@@ -28,6 +39,8 @@ class UnsafeModelError(InvalidInputError):
 
 __all__ = [
     "ConversionError",
+    "DeviceError",
+    "DeviceSetupError",
     "DlkitError",
     "IntegrityError",
     "InvalidInputError",

@@ -58,8 +58,11 @@ def render(result: VerifyResult) -> str:
         f"<title>dlkit verify: {escape(Path(result.reference).name)}</title><style>{_CSS}</style></head><body>",
         "<h1>dlkit verify</h1>",
         f"<div class='meta'>reference <b>{escape(result.reference)}</b> &middot; data {escape(result.data)} &middot; "
-        f"{result.num_samples:,} samples &middot; thresholds: {escape(limits)} &middot; {result.seconds:.1f} s</div>",
-        f"<div class='meta'>computed on this host: {escape(_host(result))}</div>",
+        f"{result.num_samples:,} samples &middot; thresholds: {escape(limits)}"
+        f"{'' if result.device else f' &middot; {result.seconds:.1f} s'}</div>",
+        f"<div class='meta'>{'reference ' if result.device else ''}computed on this host: "
+        f"{escape(_host(result))}</div>",
+        *([f"<div class='meta'>candidates computed on {escape(_device(result.device))}</div>"] if result.device else []),
         f"<div class='verdict {'pass' if result.passed else 'fail'}'>{verdict}</div>",
     ]
     if result.warnings:
@@ -91,18 +94,32 @@ def _table(result: VerifyResult) -> str:
     shown = [(key, title) for key, title in _COLUMNS
              if any(getattr(o, key) is not None for c in result.candidates for o in c.outputs)]
     bad = {(b.candidate, b.output, b.figure) for b in result.breaches}
-    head = "<tr><th>candidate</th><th>kind</th><th>output</th>" + "".join(f"<th>{t}</th>" for _, t in shown) + "</tr>"
+    head = ("<tr><th>candidate</th><th>kind</th><th>computed on</th><th>output</th>"
+            + "".join(f"<th>{t}</th>" for _, t in shown) + "</tr>")
     rows = []
     for c in result.candidates:
         for o in c.outputs:
             cells = []
             for key, _ in shown:
-                flagged = (c.path, o.name, key) in bad or (key == "candidate_accuracy" and
-                                                           (c.path, o.name, "accuracy_drop") in bad)
+                flagged = c.judged and ((c.path, o.name, key) in bad or (key == "candidate_accuracy" and
+                                                                         (c.path, o.name, "accuracy_drop") in bad))
                 cells.append(f"<td{' class=bad' if flagged else ''}>{_number(key, getattr(o, key))}</td>")
-            rows.append(f"<tr><td>{escape(Path(c.path).name)}</td><td>{escape(_kind(c))}</td><td>{escape(o.name)}</td>"
-                        + "".join(cells) + "</tr>")
+            where = escape(_where(c)) + ("" if c.judged else " <span class='meta'>(not judged)</span>")
+            rows.append(f"<tr><td>{escape(Path(c.path).name)}</td><td>{escape(_kind(c))}</td><td>{where}</td>"
+                        f"<td>{escape(o.name)}</td>" + "".join(cells) + "</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _where(candidate) -> str:
+    """`rpi4 (emulated cortex-a72), onnxruntime 1.32.0 on cpu`: whose kernels computed a row."""
+    ort = candidate.computed_on.get("onnxruntime") or {}
+    return f"{candidate.where}, onnxruntime {ort.get('version', '?')} on {', '.join(ort.get('providers') or ['?'])}"
+
+
+def _device(device) -> str:
+    return (f"{device['device']}, emulated: {device['description']}; qemu {device['cpu_model']}, "
+            f"{device['cpu']['family']} CPU, onnxruntime {device['onnxruntime']['version']}, Python "
+            f"{device['python']} (emulated timings mean nothing and are not shown)")
 
 
 def _host(result: VerifyResult) -> str:
@@ -132,8 +149,8 @@ def _number(key: str, value: Any) -> str:
 
 def _candidate(result: VerifyResult, candidate: CandidateResult) -> str:
     name = escape(Path(candidate.path).name)
-    parts = [f"<h2>{name} <span class='meta'>({candidate.kind}, "
-             f"{'passed' if candidate.passed else 'failed'})</span></h2>"]
+    verdict = ("passed" if candidate.passed else "failed") if candidate.judged else "not judged"
+    parts = [f"<h2>{name} <span class='meta'>({candidate.kind}, on {escape(candidate.where)}, {verdict})</span></h2>"]
     for output in candidate.outputs:
         parts.append(f"<h3>output '{escape(output.name)}'</h3><div class='row'>")
         parts.append("<div class='card'>" + plots.histogram(_edges(), output.histogram,

@@ -70,14 +70,25 @@ class CandidateResult:
     target: str | None = None
     batch_size: int | None = None
     warning: str | None = None
+    computed_on: Mapping[str, Any] = field(default_factory=dict)
+    judged: bool = True
 
     @property
     def passed(self) -> bool:
         return not self.breaches
 
+    @property
+    def where(self) -> str:
+        """`host (x86-vnni)` or `rpi4 (emulated cortex-a72)`: whose kernels computed the figures."""
+        on = self.computed_on
+        if on.get("where") == "device":
+            return f"{on.get('device')} (emulated {on.get('cpu_model')})"
+        return f"host ({(on.get('cpu') or {}).get('family', '?')})"
+
     def to_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "dynamic": self.dynamic, "target": self.target,
                 "batch_size": self.batch_size, "warning": self.warning, "passed": self.passed,
+                "computed_on": dict(self.computed_on), "where": self.where, "judged": self.judged,
                 "outputs": [o.to_dict() for o in self.outputs], "nodes": [n.to_dict() for n in self.nodes],
                 "breaches": [b.to_dict() for b in self.breaches]}
 
@@ -92,8 +103,9 @@ class VerifyResult:
         thresholds: the limits checked. passed: no figure breached them. breaches: those that did.
         class_names: class labels from the model's metadata or the image folder. report: the HTML file written.
         notes: what was skipped and why. seconds: wall time.
-        host_cpu: the CPU whose kernels computed every candidate's figures (`dlkit_runtime.cpu.CpuKind`).
-        onnxruntime: its version and the providers the candidates ran on.
+        host_cpu: this host's CPU (`dlkit_runtime.cpu.CpuKind`), whose kernels computed the reference and, without
+            a device, every candidate. onnxruntime: the host's version and the providers its candidates ran on.
+        device: the emulated device the candidates ran on (its CPU kind, onnxruntime and Python), or None.
     """
 
     reference: str
@@ -108,6 +120,7 @@ class VerifyResult:
     seconds: float = 0.0
     host_cpu: Mapping[str, Any] = field(default_factory=dict)
     onnxruntime: Mapping[str, Any] = field(default_factory=dict)
+    device: Mapping[str, Any] | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -129,7 +142,7 @@ class VerifyResult:
                 "class_names": None if self.class_names is None else list(self.class_names),
                 "report": self.report, "notes": list(self.notes), "seconds": self.seconds,
                 "host_cpu": dict(self.host_cpu), "onnxruntime": dict(self.onnxruntime),
-                "warnings": list(self.warnings)}
+                "device": None if self.device is None else dict(self.device), "warnings": list(self.warnings)}
 
 
 def verify(
@@ -150,6 +163,8 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
     regression_outputs: Sequence[str] = (),
+    device: str | None = None,
+    also_host: bool = False,
 ) -> VerifyResult:
     """Runs a reference and ONNX candidates on the same samples and measures how far each candidate is.
 
@@ -173,6 +188,11 @@ def verify(
         seed: seed of random samples.
         regression_outputs: outputs of shape (batch, n) that are not class scores (a box, an embedding): judged by
             their errors alone, without top-1 agreement or accuracy.
+        device: run the candidates on this emulated device ("rpi4", "rpi5", "aarch64"; `dlkit.device`): its own
+            kernels, the wheels a bundle installs, one emulated process for the run. The reference stays on this
+            host; thresholds are judged on the device's figures. Defaults to None: this host.
+        also_host: with a device, also run the candidates on this host and report those figures beside the
+            device's (not judged).
 
     Returns:
         A `VerifyResult`; a breached threshold gives `passed=False` and `breaches`, never an exception.
@@ -193,22 +213,61 @@ def verify(
     _validate(paths, data, random, atol, min_agreement, max_accuracy_drop, batch_size, max_samples)
     if not isinstance(deploy_batch_size, int) or deploy_batch_size < 1:
         raise InvalidInputError(f"deploy_batch_size must be a positive integer, got {deploy_batch_size!r}")
-    models = [Model(p, threads=None) for p in paths]
-    kinds = [candidates_.precision(p, m.metadata) for p, m in zip(paths, models)]
-    inputs = models[0].inputs
-    for path, model in zip(paths[1:], models[1:]):
+    if also_host and device is None:
+        raise InvalidInputError("also_host compares a device's figures with this host's; give a device too")
+    hosted = [Model(p, threads=None) for p in paths]
+    kinds = [candidates_.precision(p, m.metadata) for p, m in zip(paths, hosted)]
+    inputs = hosted[0].inputs
+    for path, model in zip(paths[1:], hosted[1:]):
         _same_inputs(f"candidate '{path}'", model.inputs, f"'{paths[0]}'", inputs)
     if report is not None:  # before the work, not after it
         from dlkit import _files
 
         _files.output_path(report, suffix=".html", force=True)
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        emulator = None
+        if device is not None:
+            from dlkit.device import Emulator
+
+            emulator = stack.enter_context(Emulator(device))
+        return _verify(reference, paths, hosted, kinds, inputs, emulator, also_host, data, random, atol,
+                       min_agreement, max_accuracy_drop, max_samples, batch_size, deploy_batch_size, report,
+                       safe_mode, custom_objects, progress, seed, regression_outputs, started)
+
+
+def _runs(paths, hosted, kinds, emulator, also_host) -> list[tuple[Path, Any, Any, dict, bool]]:
+    """(path, model, precision, computed_on, judged) per row of figures: each candidate on this host, or on the
+    device (and this host first, unjudged, with also_host)."""
+    import onnxruntime
+
+    host = cpu.host().to_dict()
+    rows = []
+    for path, model, info in zip(paths, hosted, kinds):
+        on_host = {"where": "host", "emulated": False, "cpu": host,
+                   "onnxruntime": {"version": onnxruntime.__version__, "providers": list(model.providers)}}
+        if emulator is None or also_host:
+            rows.append((path, model, info, on_host, emulator is None))
+        if emulator is not None:
+            remote = emulator.load(path)
+            on_device = emulator.computed_on()
+            on_device["onnxruntime"] = {**on_device["onnxruntime"], "providers": list(remote.providers)}
+            rows.append((path, remote, info, on_device, True))
+    return rows
+
+
+def _verify(reference, paths, hosted, kinds, inputs, emulator, also_host, data, random, atol, min_agreement,
+            max_accuracy_drop, max_samples, batch_size, deploy_batch_size, report, safe_mode, custom_objects,
+            progress, seed, regression_outputs, started) -> VerifyResult:
     ref_name, run_reference = _reference(reference, inputs, safe_mode, custom_objects)
-    source, data_name = _data(data, random, inputs, models[0].metadata, batch_size, seed, max_samples)
+    source, data_name = _data(data, random, inputs, hosted[0].metadata, batch_size, seed, max_samples)
+    rows = _runs(paths, hosted, kinds, emulator, also_host)
 
     probe = next(source.batches(2))  # names and shapes before any heavy work
     probe_count = len(next(iter(probe.values())))
     expected = run_reference(probe)
-    for path, model in zip(paths, models):
+    for path, model, _, _, _ in rows:
         _check_outputs(path, expected, sessions_.predict(model, probe, None))
     batched = {n for n, v in expected.items() if v.ndim >= 1 and v.shape[0] == probe_count}
     unknown = [n for n in regression_outputs if n not in expected]
@@ -217,18 +276,18 @@ def verify(
     classifier = _classifiers(expected, batched, regression_outputs)
     labelled = source.labels is not None and bool(classifier)
     width = expected[classifier[0]].shape[1] if classifier else 0
-    class_names = models[0].labels or (source.class_names if source.class_names and
+    class_names = hosted[0].labels or (source.class_names if source.class_names and
                                        len(source.class_names) == width else None)
     primary = (classifier or [n for n in expected if n in batched] or [None])[0]
     stats = [{n: RunningFigures(n, v.shape[1] if n in classifier else 0, n == primary,
-                                labelled and n == classifier[0]) for n, v in expected.items()} for _ in models]
+                                labelled and n == classifier[0]) for n, v in expected.items()} for _ in rows]
 
     done = 0
     for batch in source.batches(batch_size):
         ref = run_reference(batch)
         labels = source.labels[done:done + len(next(iter(batch.values())))] if source.labels is not None else None
         count = len(next(iter(batch.values())))
-        for model, per_output, info in zip(models, stats, kinds):
+        for (_, model, info, _, _), per_output in zip(rows, stats):
             got = sessions_.predict(model, batch, deploy_batch_size if info.dynamic else None)
             for name, stat in per_output.items():
                 if name in batched:
@@ -242,21 +301,27 @@ def verify(
     limits = {"atol": atol, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop if labelled else None}
     notes: list[str] = []
     results = []
-    for path, per_output, info in zip(paths, stats, kinds):
+    ranked: dict[Path, tuple] = {}
+    for (path, _, info, computed_on, judged), per_output in zip(rows, stats):
         outputs = tuple(s.figures() for s in per_output.values())
-        nodes = _quantized_nodes(path, info, reference, paths, probe if source.count < _SQNR_SAMPLES else
-                                 source.take(0, _SQNR_SAMPLES), notes)
-        warning = targets.mismatch(info.target, info.settings) if info.kind == "int8" else None
-        results.append(CandidateResult(str(path), info.kind, outputs, nodes, _breaches(str(path), outputs, limits),
-                                       info.dynamic, info.target,
-                                       min(deploy_batch_size if info.dynamic else batch_size, done), warning))
+        if path not in ranked:  # per-node SQNR is a property of the file: ranked once, on this host
+            ranked[path] = _quantized_nodes(path, info, reference, paths, probe if source.count < _SQNR_SAMPLES
+                                            else source.take(0, _SQNR_SAMPLES), notes)
+        kind = computed_on["cpu"]
+        kernels = cpu.CpuKind(kind["family"], kind["machine"], tuple(kind["features"]), kind["model"], kind["source"])
+        warning = targets.mismatch(info.target, info.settings, kernels) if info.kind == "int8" else None
+        results.append(CandidateResult(str(path), info.kind, outputs, ranked[path],
+                                       _breaches(str(path), outputs, limits) if judged else (), info.dynamic,
+                                       info.target, min(deploy_batch_size if info.dynamic else batch_size, done),
+                                       warning, computed_on, judged))
     import onnxruntime
 
     result = VerifyResult(ref_name, data_name, done, tuple(inputs), tuple(results), limits, class_names,
                           None if report is None else str(report), tuple(notes),
                           round(time.perf_counter() - started, 3), cpu.host().to_dict(),
-                          {"version": onnxruntime.__version__, "providers": sorted({p for m in models
-                                                                                    for p in m.providers})})
+                          {"version": onnxruntime.__version__, "providers": sorted({p for m in hosted
+                                                                                    for p in m.providers})},
+                          None if emulator is None else emulator.computed_on())
     if report is not None:
         from dlkit import report as _report
 

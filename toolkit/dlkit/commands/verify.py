@@ -29,16 +29,24 @@ from dlkit.errors import ToleranceError
 @click.option("--regression-output", "regression_outputs", multiple=True, metavar="NAME",
               help="An output of shape (batch, n) that is not class scores (a box, an embedding): judged by its errors "
                    "alone, without top-1 agreement. Repeatable.")
+@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+              help="Run the candidates on this emulated device (its own kernels, the wheels its bundle installs; "
+                   "see 'dlkit device setup'); the reference stays here and thresholds are judged on the device's "
+                   "figures. Emulation is about 100x slower than the device: its timings mean nothing.")
+@click.option("--also-host", is_flag=True, help="With --device, also show this host's figures beside the device's.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write an HTML report here.")
 @click.option("--custom-objects", type=click.Path(path_type=Path),
               help="A Python file that registers the custom classes a Keras reference needs.")
 @click.option("--no-safe-mode", is_flag=True, help="Allow a Keras reference's Lambda layers to load (trusted files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(reference, candidates, data, random_samples, atol, min_agreement, max_accuracy_drop, max_samples,
-            batch_size, deploy_batch_size, regression_outputs, report, custom_objects, no_safe_mode, as_json):
+            batch_size, deploy_batch_size, regression_outputs, device, also_host, report, custom_objects, no_safe_mode,
+            as_json):
     """Compare CANDIDATE ONNX models (float, int8, fp16) with REFERENCE (Keras or ONNX) on the same data.
 
     Prints the figures per candidate and output; a figure outside a threshold exits with code 4 and names it.
+    With --device rpi4|rpi5|aarch64 the candidates run on that device's kernels, emulated here (the first use
+    downloads its Python and wheels: 'dlkit device setup').
     """
     from dlkit.commands.export import _load_custom_objects
     from dlkit.verification import verify
@@ -49,7 +57,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
             max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size,
             deploy_batch_size=deploy_batch_size, report=report,
             safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), progress=progress,
-            regression_outputs=regression_outputs,
+            regression_outputs=regression_outputs, device=device, also_host=also_host,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -67,30 +75,39 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
 
 
 def _print(result) -> None:
-    click.echo(f"Verified against {result.reference} on {result.num_samples} samples ({result.data}), "
-               f"{result.seconds:.1f} s")
+    click.echo(f"Verified against {result.reference} on {result.num_samples} samples ({result.data})"
+               + ("" if result.device else f", {result.seconds:.1f} s"))  # emulated seconds mean nothing
     rows = []
     for c in result.candidates:
         for o in c.outputs:
-            rows.append([Path(c.path).name, c.kind, o.name, o.max_abs_error, o.mean_abs_error, o.relative_error,
-                         o.cosine_similarity, _pct(o.top1_agreement), _pct(o.top5_agreement),
-                         _pct(o.candidate_accuracy), "-" if o.accuracy_drop is None else f"{100 * o.accuracy_drop:+.2f}"])
-    click.echo(_render.table(["candidate", "kind", "output", "max abs error", "mean abs error", "rel error", "cosine",
-                              "top-1 agree", "top-5 agree", "accuracy", "drop (pts)"], rows))
+            rows.append([Path(c.path).name, c.kind, c.where + ("" if c.judged else " *"), o.name, o.max_abs_error,
+                         o.mean_abs_error, o.relative_error, o.cosine_similarity, _pct(o.top1_agreement),
+                         _pct(o.top5_agreement), _pct(o.candidate_accuracy),
+                         "-" if o.accuracy_drop is None else f"{100 * o.accuracy_drop:+.2f}"])
+    click.echo(_render.table(["candidate", "kind", "computed on", "output", "max abs error", "mean abs error",
+                              "rel error", "cosine", "top-1 agree", "top-5 agree", "accuracy", "drop (pts)"], rows))
+    if any(not c.judged for c in result.candidates):
+        click.echo("* this host's figures, for comparison: the thresholds are judged on the device's")
     accuracy = next((o.reference_accuracy for c in result.candidates for o in c.outputs
                      if o.reference_accuracy is not None), None)
     if accuracy is not None:
         click.echo(f"reference accuracy {_pct(accuracy)}")
     host = result.host_cpu
-    click.echo(f"computed on this host: {host.get('family')} CPU ({', '.join(host.get('features') or ['-'])}"
-               f"{'; ' + host['model'] if host.get('model') else ''}), onnxruntime {result.onnxruntime.get('version')} "
-               f"({', '.join(result.onnxruntime.get('providers') or [])})")
-    for c in result.candidates:
+    click.echo(f"{'reference ' if result.device else ''}computed on this host: {host.get('family')} CPU "
+               f"({', '.join(host.get('features') or ['-'])}{'; ' + host['model'] if host.get('model') else ''}), "
+               f"onnxruntime {result.onnxruntime.get('version')} ({', '.join(result.onnxruntime.get('providers') or [])})")
+    if result.device:
+        device = result.device
+        click.echo(f"candidates computed on {device['device']}, emulated ({device['description']}; qemu "
+                   f"{device['cpu_model']}, {device['cpu']['family']} CPU, onnxruntime "
+                   f"{device['onnxruntime']['version']}, Python {device['python']})")
+    once = list({c.path: c for c in result.candidates if c.judged}.values())  # a file's facts, not a row's
+    for c in once:
         if c.kind == "int8":
             made = f"quantized for {c.target}" if c.target else "target unknown (not made by dlkit quantize)"
             how = f"dynamic, run at batch {c.batch_size}" if c.dynamic else "static"
             click.echo(f"{Path(c.path).name}: int8 ({how}), {made}")
-    for c in result.candidates:
+    for c in once:
         if c.nodes:
             worst = ", ".join(f"{n.name} ({n.sqnr_db:.1f} dB)" for n in c.nodes[:3])
             click.echo(f"{Path(c.path).name}: lowest-SQNR quantized nodes: {worst}")
