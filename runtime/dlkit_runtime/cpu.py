@@ -68,6 +68,12 @@ class CpuKind:
     def to_dict(self) -> dict:
         return {**asdict(self), "features": list(self.features), "int8_kernels": self.int8_kernels}
 
+    @classmethod
+    def from_dict(cls, data) -> "CpuKind":
+        """The inverse of `to_dict` (another process's answer, e.g. an emulated device's)."""
+        return cls(data["family"], data["machine"], tuple(data["features"]), data.get("model", ""),
+                   data.get("source", "cpuid"))
+
 
 @functools.lru_cache(maxsize=1)
 def host() -> CpuKind:

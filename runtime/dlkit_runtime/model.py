@@ -245,15 +245,7 @@ class Model:
             One list of `Prediction`s per sample.
         """
         name = output or self._output_names[0]
-        scores = self.predict(x, outputs=[name], cast=cast)[name]
-        if scores.ndim != 2:
-            raise InvalidInputError(f"output '{name}' has shape {scores.shape}, not (batch, classes); "
-                                    "classify needs class scores")
-        labels = self.labels
-        k = max(1, min(int(top_k), scores.shape[1]))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[Prediction(int(i), labels[i] if labels and i < len(labels) else str(int(i)), float(row[i]))
-                 for i in idx] for row, idx in zip(scores, order)]
+        return top_classes(self.predict(x, outputs=[name], cast=cast)[name], top_k, self.labels, name)
 
     def _check_output_names(self, names: Sequence[str]) -> list[str]:
         unknown = [n for n in names if n not in self._output_names]
@@ -265,6 +257,22 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model('{self.path}', inputs=[{', '.join(map(str, self.inputs))}], "
                 f"outputs=[{', '.join(map(str, self.outputs))}], providers={list(self.providers)})")
+
+
+def top_classes(scores: np.ndarray, top_k: int, labels: Sequence[str] | None = None,
+                name: str = "scores") -> list[list[Prediction]]:
+    """The `top_k` classes of each row of `scores` (batch, classes), best first, named by `labels`.
+
+    Raises:
+        InvalidInputError: `scores` is not (batch, classes).
+    """
+    if scores.ndim != 2:
+        raise InvalidInputError(f"output '{name}' has shape {scores.shape}, not (batch, classes); "
+                                "classify needs class scores")
+    k = max(1, min(int(top_k), scores.shape[1]))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[Prediction(int(i), labels[i] if labels and i < len(labels) else str(int(i)), float(row[i]))
+             for i in idx] for row, idx in zip(scores, order)]
 
 
 def _stack(samples: list[Any]) -> Any:

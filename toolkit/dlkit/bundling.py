@@ -81,16 +81,17 @@ class BundleResult:
     size_bytes: int
     threads: int
     warnings: tuple[str, ...] = field(default=())
+    device_check: dict | None = None  # check_on_device: `dlkit.device.check.DeviceCheck.to_dict()`
 
     def to_dict(self) -> dict:
         return {"path": self.path, "target": self.target, "models": [dict(m) for m in self.models],
                 "files": list(self.files), "size_bytes": self.size_bytes, "threads": self.threads,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "device_check": self.device_check}
 
 
 def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str = "rpi4",
            float_model: str | os.PathLike | None = None, threads: int | None = None, force: bool = False,
-           serve: bool = False) -> BundleResult:
+           serve: bool = False, check_on_device: bool = False) -> BundleResult:
     """Makes a folder (or a `.tar.gz` of it) that installs and runs `model` on a device with two commands.
 
     Args:
@@ -103,12 +104,15 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         force: replace an existing non-empty folder or archive. Defaults to False.
         serve: add `serve.py` (the model over HTTP, Open Inference Protocol), a `dlkit-serve` systemd unit and
             the server's requirements (uvicorn, starlette). Defaults to False.
+        check_on_device: then run the bundle's own predict.py on a few random inputs on the target's emulated CPU
+            (`dlkit.device`; rpi4, rpi5, aarch64) and compare it with this host; a failed check removes the bundle.
 
     Returns:
         A `BundleResult`.
 
     Raises:
         InvalidInputError: a missing or non-ONNX model, an unknown target, an existing output without force.
+        ToleranceError: check_on_device found the device's outputs too far from this host's.
 
     Example:
 
@@ -122,6 +126,9 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         raise InvalidInputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    if check_on_device and target == "x86_64":
+        raise InvalidInputError("check_on_device emulates an ARM target (rpi4, rpi5, aarch64); an x86_64 bundle "
+                                "runs here as it is: run its predict.py")
     spec = TARGETS[target]
     output = Path(output).absolute()
     archive = output.name.endswith((".tar.gz", ".tgz"))
@@ -173,8 +180,12 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         size = _write_archive(output, stem, files)
     else:
         size = _write_folder(output, files)
+    if check_on_device:
+        from dlkit.device.check import check_written
+    checked = check_written(output, archive, target, entries[0]) if check_on_device else None
     return BundleResult(str(output), target, tuple(entries), tuple(sorted(files)), size, manifest["threads"],
-                        tuple(notes))
+                        tuple(notes), checked)
+
 
 
 def unpack(archive: str | os.PathLike, destination: str | os.PathLike) -> Path:

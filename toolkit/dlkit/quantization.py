@@ -21,6 +21,7 @@ from dlkit import targets as targets_
 from dlkit.datasources import DataSource, open_data
 from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
 from dlkit.parity import OutputParity
+from dlkit_runtime import cpu
 
 MODES = ("auto", "dynamic", "static", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
@@ -56,7 +57,8 @@ class QuantizeResult:
     Attributes:
         path: the quantized file. mode: "dynamic", "static" or "fp16"; reason: why that mode.
         target: the int8 preset the model is made for ("x86-vnni", "x86-avx2", "arm64", "gpu"; None for fp16);
-        target_reason: why. host_cpu: the CPU whose kernels computed the figures (`dlkit_runtime.cpu.CpuKind`).
+        target_reason: why. host_cpu: this host's CPU (`dlkit_runtime.cpu.CpuKind`). computed_on: whose kernels
+        computed the quantized model's figures: this host, or an emulated device (its CPU kind and onnxruntime).
         settings: the quantizer settings in effect.
         nodes_quantized: compute nodes running in int8 (or fp16). nodes_float: compute nodes left in float.
         kept_in_float: nodes the accuracy bound kept in float, in the order it kept them.
@@ -97,6 +99,7 @@ class QuantizeResult:
     eval_batch_size: int = sessions.BATCH
     warnings: tuple[str, ...] = ()
     float_weights_bytes: int = 0
+    computed_on: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def size_ratio(self) -> float:
@@ -110,6 +113,7 @@ class QuantizeResult:
         out["preparation"] = list(self.preparation)
         out["settings"] = dict(self.settings)
         out["host_cpu"] = dict(self.host_cpu)
+        out["computed_on"] = dict(self.computed_on)
         out["warnings"] = list(self.warnings)
         out["size_ratio"] = self.size_ratio
         return out
@@ -136,6 +140,7 @@ def quantize(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
+    device: str | None = None,
 ) -> QuantizeResult:
     """Quantizes an ONNX model to int8 or fp16 and measures what it cost.
 
@@ -161,6 +166,9 @@ def quantize(
             (a device answering one request at a time), 64 otherwise (the figures do not depend on it).
         force: replace an existing output. progress: called with (done, total) during calibration.
         seed: seed of random check samples.
+        device: compute the quantized model's figures (the check samples, eval_data's accuracy, the collapse check
+            and the bound) on this emulated device ("rpi4", "rpi5", "aarch64"; `dlkit.device`), with its own int8
+            kernels. The float model's figures stay on this host. Defaults to None: this host.
 
     Returns:
         A `QuantizeResult`.
@@ -178,6 +186,10 @@ def quantize(
 
     started = time.perf_counter()
     _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error, deploy_batch_size)
+    if device is not None:
+        from dlkit.device import lookup
+
+        lookup(device)  # an unknown device before any work
     int8_target = targets_.resolve(target)
     if int8_target.name == "arm64" and weight_type == "uint8":
         raise InvalidInputError("uint8 weights are slow or unsupported on ARM; use --weight-type int8 for arm64")
@@ -214,71 +226,75 @@ def quantize(
     if calib is not None and evaluation is None and calib.count > 1:
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
-    from dlkit.int8_layout import float_outputs
+    with _evaluator(device) as emulator:  # the candidate's figures: this host, or the emulated device
+        from dlkit.int8_layout import float_outputs
 
-    final = float_outputs(prepared)[0] if mode == "static" else []  # a final Softmax reads the logits in float
-    quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress, float_inputs=final)
-    excluded = list(exclude_nodes) + [name for name in stem if name not in exclude_nodes]
-    candidate = quantizer.run(excluded, exclude_op_types)
-    what = ("random samples; pass real ones with --calibration or --eval-data" if check_source == "random"
-            else f"the check samples from {check_source}")
-    reference = sessions.run(prepared, check, what)
-    if mode != "fp16" and quantizers.count_quantized(candidate, mode) == 0:
-        raise QuantizationError(f"nothing in '{source_path}' was quantized: no node onnxruntime's {mode} int8 "
-                                "quantizer handles (Conv, MatMul, Gemm, ... with float32 weights) is left; check "
-                                "--exclude-node/--exclude-op-type, or try --mode fp16")
-    figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
-    accuracy = (figures_.accuracy(prepared, candidate, evaluation, batch=eval_batch)
-                if evaluation is not None and evaluation.labels is not None else None)
+        final = float_outputs(prepared)[0] if mode == "static" else []  # a final Softmax reads the logits in float
+        quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress, float_inputs=final)
+        excluded = list(exclude_nodes) + [name for name in stem if name not in exclude_nodes]
+        candidate = quantizer.run(excluded, exclude_op_types)
+        what = ("random samples; pass real ones with --calibration or --eval-data" if check_source == "random"
+                else f"the check samples from {check_source}")
+        reference = sessions.run(prepared, check, what)
+        if mode != "fp16" and quantizers.count_quantized(candidate, mode) == 0:
+            raise QuantizationError(f"nothing in '{source_path}' was quantized: no node onnxruntime's {mode} int8 "
+                                    "quantizer handles (Conv, MatMul, Gemm, ... with float32 weights) is left; check "
+                                    "--exclude-node/--exclude-op-type, or try --mode fp16")
+        figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch, device=emulator))
+        accuracy = (figures_.accuracy(prepared, candidate, evaluation, batch=eval_batch, device=emulator)
+                    if evaluation is not None and evaluation.labels is not None else None)
 
-    kept: list[KeptNode] = []
-    bound, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
-    if bound is not None and metric > bound:
-        ranking = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
-        for node in ranking:
-            excluded.append(node.name)
-            candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
-            if accuracy is not None:
-                accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0],
-                                             batch=eval_batch)
-            _, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
-            kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, metric))
-            if metric <= bound:
-                break
-        else:
-            if not kept:  # the ranking reads QDQ pairs: only static int8 has them
-                fix = {"static": "keep nodes in float with --exclude-node/--exclude-op-type",
-                       "fp16": "keep the float32 model"}.get(
-                    mode, "use --mode static with --calibration data, which can keep sensitive nodes in float")
-                raise ToleranceError(f"the bound {bound:g} is not met ({metric:.4g}) and {mode} mode has no nodes to "
-                                     f"rank and keep in float; loosen the bound or {fix}")
-            raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
-                                 f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
-    problem = figures_.collapse(reference, figures, error)
-    if problem and mode in ("static", "dynamic"):  # before giving up: the graph's tail in float, one node at a time
-        for node in quantizers.tail_nodes(prepared, candidate, check, excluded, mode, _COLLAPSE_RETRIES):
-            excluded.append(node.name)
-            candidate = quantizer.run(excluded, exclude_op_types)
-            figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch))
-            kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, error))
-            cosine = min(f.cosine_similarity for f in figures)
-            if figures_.collapse(reference, figures, error) is None and cosine >= _CURED_COSINE:
-                problem = None
-                steps.append(f"outputs collapsed in int8; {len(kept)} sensitive node(s) at the end of the graph kept in "
-                             "float cured it")
+        kept: list[KeptNode] = []
+        bound, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
+        if bound is not None and metric > bound:
+            ranking = quantizers.rank_sensitive_nodes(prepared, candidate, check, excluded)
+            for node in ranking:
+                excluded.append(node.name)
+                candidate = quantizer.run(excluded, exclude_op_types)
+                figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch, device=emulator))
                 if accuracy is not None:
                     accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0],
-                                                 batch=eval_batch)
-                break
-    if problem:
-        tried = (f" (still, with {len(kept)} sensitive node(s) at the end of the graph kept in float: cosine "
-                 f"similarity {min(f.cosine_similarity for f in figures):.3f})") if kept else ""
-        raise ToleranceError(problem + tried)
+                                                 batch=eval_batch, device=emulator)
+                _, metric = figures_.bound(max_accuracy_drop, max_output_error, accuracy, error)
+                kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, metric))
+                if metric <= bound:
+                    break
+            else:
+                if not kept:  # the ranking reads QDQ pairs: only static int8 has them
+                    fix = {"static": "keep nodes in float with --exclude-node/--exclude-op-type",
+                           "fp16": "keep the float32 model"}.get(
+                        mode, "use --mode static with --calibration data, which can keep sensitive nodes in float")
+                    raise ToleranceError(f"the bound {bound:g} is not met ({metric:.4g}) and {mode} mode has no nodes to "
+                                         f"rank and keep in float; loosen the bound or {fix}")
+                raise ToleranceError(f"the bound {bound:g} cannot be met: with all {len(kept)} sensitive nodes kept in "
+                                     f"float the figure is {metric:.4g}; loosen the bound or use --mode fp16")
+        problem = figures_.collapse(reference, figures, error)
+        if problem and mode in ("static", "dynamic"):  # before giving up: the graph's tail in float, one node at a time
+            for node in quantizers.tail_nodes(prepared, candidate, check, excluded, mode, _COLLAPSE_RETRIES):
+                excluded.append(node.name)
+                candidate = quantizer.run(excluded, exclude_op_types)
+                figures, error = figures_.compare(reference, sessions.run(candidate, check, what, batch=eval_batch, device=emulator))
+                kept.append(KeptNode(node.name, node.op_type, node.sqnr_db, error))
+                cosine = min(f.cosine_similarity for f in figures)
+                if figures_.collapse(reference, figures, error) is None and cosine >= _CURED_COSINE:
+                    problem = None
+                    steps.append(f"outputs collapsed in int8; {len(kept)} sensitive node(s) at the end of the graph kept in "
+                                 "float cured it")
+                    if accuracy is not None:
+                        accuracy = figures_.accuracy(prepared, candidate, evaluation, float_accuracy=accuracy[0],
+                                                     batch=eval_batch, device=emulator)
+                    break
+        if problem:
+            tried = (f" (still, with {len(kept)} sensitive node(s) at the end of the graph kept in float: cosine "
+                     f"similarity {min(f.cosine_similarity for f in figures):.3f})") if kept else ""
+            raise ToleranceError(problem + tried)
 
     int8 = mode != "fp16"
     _copy_metadata(float_model, candidate, mode, settings, figures, int8_target if int8 else None, eval_batch)
-    warning = targets_.mismatch(int8_target.name, settings) if int8 else None
+    computed_on = {"where": "host", "emulated": False, "cpu": dict(int8_target.host)} if emulator is None \
+        else emulator.computed_on()
+    kernels = None if emulator is None else cpu.CpuKind.from_dict(computed_on["cpu"])
+    warning = targets_.mismatch(int8_target.name, settings, kernels) if int8 else None
     data = candidate.SerializeToString()
     _files.write_atomic(out_path, data)
     return QuantizeResult(
@@ -293,8 +309,19 @@ def quantize(
         preparation=tuple(steps), seconds=round(time.perf_counter() - started, 3),
         target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=eval_batch,
         warnings=(warning,) if warning else (),
-        float_weights_bytes=figures_.weight_bytes(prepared),
+        float_weights_bytes=figures_.weight_bytes(prepared), computed_on=computed_on,
     )
+
+
+def _evaluator(device: str | None):
+    """The emulated device's process for the figures, or a stand-in for this host (None)."""
+    import contextlib
+
+    if device is None:
+        return contextlib.nullcontext()
+    from dlkit.device import Emulator
+
+    return Emulator(device)
 
 
 def _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,

@@ -33,8 +33,18 @@ def compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
 
 
 def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None, *,
-             batch: int = 256) -> tuple[float, float]:
-    """Top-1 accuracy of the float model and of the candidate, the candidate run `batch` samples at a time."""
+             batch: int = 256, device=None) -> tuple[float, float]:
+    """Top-1 accuracy of the float model and of the candidate, the candidate run `batch` samples at a time (on
+    `device`, a `dlkit.device.Emulator`, when given)."""
+    def on_device(model, size) -> float:
+        with sessions.on_device(model, device) as remote:
+            name = remote.outputs[0].name
+            correct = 0
+            for start, chunk in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
+                scores = sessions.predict(remote, chunk, size)[name]
+                correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
+            return correct / evaluation.count
+
     def top1(model, size) -> float:
         session = sessions.session(model)
         name = session.get_outputs()[0].name
@@ -51,7 +61,8 @@ def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: flo
             correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
         return correct / evaluation.count
 
-    return (top1(float_model, 256) if float_accuracy is None else float_accuracy), top1(candidate, batch)
+    quantized = top1(candidate, batch) if device is None else on_device(candidate, batch)
+    return (top1(float_model, 256) if float_accuracy is None else float_accuracy), quantized
 
 
 def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:

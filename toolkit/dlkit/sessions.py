@@ -65,14 +65,20 @@ def fixed_chunks(parts: Iterable[Mapping[str, np.ndarray]], size: int) -> Iterab
 
 
 def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples", *,
-        batch: int = BATCH) -> dict[str, np.ndarray]:
+        batch: int = BATCH, device: Any = None) -> dict[str, np.ndarray]:
     """All outputs of a ModelProto on `feeds`, keyed by output name: run in batches and concatenated when every
     output has the batch axis first, else in one call. A model whose batch axis is fixed runs in batches of that
-    size, the last one padded and its extra outputs dropped.
+    size, the last one padded and its extra outputs dropped. `device`: a `dlkit.device.Emulator` to run it on.
 
     Raises:
         InvalidInputError: onnxruntime cannot run the model on `feeds` (`what` names them in the message).
     """
+    if device is not None:
+        with on_device(model, device) as remote:
+            try:
+                return predict(remote, dict(feeds), batch)
+            except InvalidInputError as err:
+                raise InvalidInputError(f"{err} ({what})") from err
     import onnxruntime as ort
 
     sess = session(model)
@@ -116,6 +122,23 @@ def predict(model, batch: dict, size: int | None) -> dict:
             return model.predict(batch)  # an output without a batch axis first: the batch whole
         parts.append({k: v[:real] for k, v in out.items()})
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+@contextlib.contextmanager
+def on_device(model: Any, device: Any):
+    """A ModelProto loaded on an emulated device (`dlkit.device.Emulator`), from a temporary file, as a model with
+    `inputs` and `predict`; unloaded and deleted afterwards."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="dlkit-candidate-") as folder:
+        path = Path(folder) / "candidate.onnx"
+        path.write_bytes(model.SerializeToString())
+        remote = device.load(path)
+        try:
+            yield remote
+        finally:
+            device.unload(remote)
 
 
 def all_nodes(graph: Any) -> Iterable[Any]:

@@ -307,8 +307,7 @@ def _verify(reference, paths, hosted, kinds, inputs, emulator, also_host, data, 
         if path not in ranked:  # per-node SQNR is a property of the file: ranked once, on this host
             ranked[path] = _quantized_nodes(path, info, reference, paths, probe if source.count < _SQNR_SAMPLES
                                             else source.take(0, _SQNR_SAMPLES), notes)
-        kind = computed_on["cpu"]
-        kernels = cpu.CpuKind(kind["family"], kind["machine"], tuple(kind["features"]), kind["model"], kind["source"])
+        kernels = cpu.CpuKind.from_dict(computed_on["cpu"])
         warning = targets.mismatch(info.target, info.settings, kernels) if info.kind == "int8" else None
         results.append(CandidateResult(str(path), info.kind, outputs, ranked[path],
                                        _breaches(str(path), outputs, limits) if judged else (), info.dynamic,

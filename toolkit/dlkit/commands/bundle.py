@@ -20,9 +20,12 @@ from dlkit.commands import _render
               help="The float model an int8 MODEL came from, bundled beside it for the on-device benchmark.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads on the device. [default: the target's]")
 @click.option("--serve", is_flag=True, help="Add serve.py (the model over HTTP, Open Inference Protocol) and its unit.")
+@click.option("--check-on-device", is_flag=True,
+              help="Then run the bundle's predict.py on a few inputs on the target's emulated CPU (rpi4, rpi5, "
+                   "aarch64; see 'dlkit device setup') and compare with this host.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing non-empty folder or archive.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, output, target, float_model, threads, serve, force, as_json):
+def command(model, output, target, float_model, threads, serve, check_on_device, force, as_json):
     """Bundle MODEL (.onnx) with the runtime, an install script and a predict entry point for a device.
 
     On the device: ./install.sh, then .venv/bin/python predict.py INPUT (the bundle's README says more).
@@ -32,7 +35,7 @@ def command(model, output, target, float_model, threads, serve, force, as_json):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the result's warnings are printed below
         result = bundle(model, output, target=target, float_model=float_model, threads=threads, force=force,
-                        serve=serve)
+                        serve=serve, check_on_device=check_on_device)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
@@ -43,4 +46,10 @@ def command(model, output, target, float_model, threads, serve, force, as_json):
     click.echo(_render.table(["model", "precision", "size", "sha256"],
                              [[m["file"], m["precision"], _render.size(m["size_bytes"]), m["sha256"][:16]]
                               for m in result.models]))
+    check = result.device_check
+    if check:
+        worst = max(check["outputs"], key=lambda o: o["relative_error"])
+        click.echo(f"checked on the emulated {check['device']} ({check['cpu_model']}): predict.py on {check['samples']} "
+                   f"random inputs is {worst['relative_error']:.3g} (relative) from this host on '{worst['name']}', "
+                   f"within {check['bound']:g}")
     click.echo("On the device: ./install.sh, then .venv/bin/python predict.py INPUT")

@@ -37,11 +37,15 @@ from dlkit.targets import NAMES
 @click.option("--deploy-batch-size", type=click.IntRange(min=1), metavar="N",
               help="The batch size the model will run at: dynamic int8 figures are computed at it (its scales come "
                    "from the batch). [default: 1 for dynamic, else 64]")
+@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+              help="Compute the quantized model's figures (check samples, --eval-data accuracy, the collapse check "
+                   "and the bound) on this emulated device's own kernels (see 'dlkit device setup'). Emulation is "
+                   "about 100x slower than the device: its timings mean nothing.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, output, mode, calibration, calibration_samples, eval_data, target, method, per_tensor,
             activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error,
-            deploy_batch_size, force, as_json):
+            deploy_batch_size, device, force, as_json):
     """Quantize MODEL (any valid .onnx) to int8 or fp16 and measure what it costs.
 
     The quantized model is compared with the float one on samples held back from calibration (or the eval data,
@@ -56,6 +60,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
             activation_type=activation_type, weight_type=weight_type, exclude_nodes=exclude_nodes,
             exclude_op_types=exclude_op_types, max_accuracy_drop=max_accuracy_drop,
             max_output_error=max_output_error, deploy_batch_size=deploy_batch_size, force=force, progress=progress,
+            device=device,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -73,9 +78,12 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
                    f"({result.size_ratio:.0%}); {result.nodes_quantized} nodes quantized; {result.seconds:.1f} s")
     if result.target:
         click.echo(f"int8 for {result.target}: {result.target_reason}")
-    host = result.host_cpu.get("family", "?")
     batch = f" at batch {result.eval_batch_size} (dynamic int8 depends on its batch)" if result.mode == "dynamic" else ""
-    click.echo(f"figures computed on this host's CPU ({host}){batch}")
+    on = result.computed_on
+    where = (f"the emulated {on['device']} ({on['cpu_model']}, {on['cpu']['family']} CPU, onnxruntime "
+             f"{on['onnxruntime']['version']})" if on.get("where") == "device"
+             else f"this host's CPU ({result.host_cpu.get('family', '?')})")
+    click.echo(f"figures computed on {where}{batch}")
     if result.float_accuracy is not None:
         click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
                    f"drop {100 * result.accuracy_drop:.2f} points")

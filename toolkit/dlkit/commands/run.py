@@ -21,13 +21,18 @@ from dlkit.commands import _render
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads. [default: physical cores]")
 @click.option("--cast", is_flag=True, help="Cast inputs to the model's dtypes even when it loses precision.")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back when a provider is missing.")
+@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+              help="Compute the outputs on this emulated device, as its own kernels do (see 'dlkit device setup'). "
+                   "Emulation is about 100x slower than the device: its timings mean nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, input_path, output, force, top_k, providers, threads, cast, strict, as_json):
+def command(model, input_path, output, force, top_k, providers, threads, cast, strict, device, as_json):
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
+    With --device rpi4|rpi5|aarch64 the outputs are the ones that device computes (emulated here).
     """
     from dlkit_runtime import Model
+    from dlkit_runtime.model import top_classes
     from dlkit_runtime.datafiles import read_inputs, write_outputs
     from dlkit_runtime.errors import InvalidInputError
 
@@ -44,19 +49,32 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
         click.echo(f"warning: {w.message}", err=True)
     if isinstance(x, dict) and len(x) == 1 and len(onnx_model.inputs) == 1:
         x = next(iter(x.values()))  # one array in an .npz: the only input, whatever its name
-    outputs = onnx_model.predict(x, cast=cast)
-    classes = onnx_model.classify(x, top_k, cast=cast) if top_k else None
+    if device is not None:
+        if providers or strict:
+            raise InvalidInputError("--device runs on the emulated device's CPU; leave out --providers and --strict")
+        from dlkit.device import Emulator
+
+        with Emulator(device, threads=threads) as emulator:
+            remote = emulator.load(model)
+            outputs = remote.predict(x, cast=cast)
+            ran_on = f"{', '.join(remote.providers)} of the emulated {device} ({emulator.device.cpu})"
+            providers_used = list(remote.providers)
+    else:
+        outputs = onnx_model.predict(x, cast=cast)
+        ran_on, providers_used = ", ".join(onnx_model.providers), list(onnx_model.providers)
+    first = onnx_model.outputs[0].name
+    classes = top_classes(outputs[first], top_k, onnx_model.labels, first) if top_k else None
     if output is not None:
         output = write_outputs(output, outputs, force=force)
     if as_json:
         click.echo(_render.dumps({
-            "providers": list(onnx_model.providers),
+            "providers": providers_used, "device": device,
             "outputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in outputs.items()},
             "top_k": [[p.to_dict() for p in row] for row in classes] if classes else None,
             "saved": str(output) if output else None,
         }))
         return
-    click.echo(f"Ran {onnx_model.path.name} on {', '.join(onnx_model.providers)}")
+    click.echo(f"Ran {onnx_model.path.name} on {ran_on}")
     click.echo(_render.table(["output", "dtype", "shape", "min", "max"],
                              [[k, str(v.dtype), str(tuple(v.shape)), *_range(v)] for k, v in outputs.items()]))
     if classes:
