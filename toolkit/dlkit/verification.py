@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,125 +23,11 @@ from dlkit import candidates as candidates_
 from dlkit import sessions as sessions_
 from dlkit import targets
 from dlkit.errors import InvalidInputError, ShapeMismatchError
+from dlkit.verification_results import Breach, CandidateResult, VerifyResult  # noqa: F401  (re-exported)
 from dlkit_runtime import cpu
 from dlkit.tensors import TensorInfo
 
 _SQNR_SAMPLES = 64
-
-
-@dataclass(frozen=True)
-class Breach:
-    """One figure outside its threshold.
-
-    Attributes:
-        candidate: the candidate's path. output: the output's name. figure: the figure's name (`max_abs_error`,
-        `top1_agreement`, `accuracy_drop`). limit: the threshold. value: the measured figure.
-    """
-
-    candidate: str
-    output: str
-    figure: str
-    limit: float
-    value: float
-
-    @property
-    def message(self) -> str:
-        word = "below" if self.figure == "top1_agreement" else "above"
-        return (f"{Path(self.candidate).name} output '{self.output}': {self.figure} {self.value:.6g} is {word} "
-                f"the limit {self.limit:g} by {abs(self.value - self.limit):.4g}")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "message": self.message}
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    """One candidate's figures. kind: "float", "int8" or "fp16"; dynamic: int8 with per-batch scales.
-    nodes: its least accurate quantized nodes. target: the int8 target it was quantized for (dlkit's metadata).
-    batch_size: the batch it ran in. warning: why its figures are not the target's, if they are not."""
-
-    path: str
-    kind: str
-    outputs: tuple[OutputFigures, ...]
-    nodes: tuple[NodeError, ...] = ()
-    breaches: tuple[Breach, ...] = ()
-    dynamic: bool = False
-    target: str | None = None
-    batch_size: int | None = None
-    warning: str | None = None
-    computed_on: Mapping[str, Any] = field(default_factory=dict)
-    judged: bool = True
-
-    @property
-    def passed(self) -> bool:
-        return not self.breaches
-
-    @property
-    def where(self) -> str:
-        """`host (x86-vnni)` or `rpi4 (emulated cortex-a72)`: whose kernels computed the figures."""
-        on = self.computed_on
-        if on.get("where") == "device":
-            return f"{on.get('device')} (emulated {on.get('cpu_model')})"
-        return f"host ({(on.get('cpu') or {}).get('family', '?')})"
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "kind": self.kind, "dynamic": self.dynamic, "target": self.target,
-                "batch_size": self.batch_size, "warning": self.warning, "passed": self.passed,
-                "computed_on": dict(self.computed_on), "where": self.where, "judged": self.judged,
-                "outputs": [o.to_dict() for o in self.outputs], "nodes": [n.to_dict() for n in self.nodes],
-                "breaches": [b.to_dict() for b in self.breaches]}
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """What `verify` measured.
-
-    Attributes:
-        reference: the reference model (a path, or a Keras model's description). data: where samples came from.
-        num_samples: samples compared. inputs: the models' inputs. candidates: figures per candidate.
-        thresholds: the limits checked. passed: no figure breached them. breaches: those that did.
-        class_names: class labels from the model's metadata or the image folder. report: the HTML file written.
-        notes: what was skipped and why. seconds: wall time.
-        host_cpu: this host's CPU (`dlkit_runtime.cpu.CpuKind`), whose kernels computed the reference and, without
-            a device, every candidate. onnxruntime: the host's version and the providers its candidates ran on.
-        device: the emulated device the candidates ran on (its CPU kind, onnxruntime and Python), or None.
-    """
-
-    reference: str
-    data: str
-    num_samples: int
-    inputs: tuple[TensorInfo, ...]
-    candidates: tuple[CandidateResult, ...]
-    thresholds: Mapping[str, float | None]
-    class_names: tuple[str, ...] | None = None
-    report: str | None = None
-    notes: tuple[str, ...] = ()
-    seconds: float = 0.0
-    host_cpu: Mapping[str, Any] = field(default_factory=dict)
-    onnxruntime: Mapping[str, Any] = field(default_factory=dict)
-    device: Mapping[str, Any] | None = None
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return tuple(f"{Path(c.path).name}: {c.warning}" for c in self.candidates if c.warning)
-
-    @property
-    def breaches(self) -> tuple[Breach, ...]:
-        return tuple(b for c in self.candidates for b in c.breaches)
-
-    @property
-    def passed(self) -> bool:
-        return not self.breaches
-
-    def to_dict(self) -> dict:
-        return {"reference": self.reference, "data": self.data, "num_samples": self.num_samples,
-                "inputs": [i.to_dict() for i in self.inputs], "passed": self.passed,
-                "breaches": [b.to_dict() for b in self.breaches], "thresholds": dict(self.thresholds),
-                "candidates": [c.to_dict() for c in self.candidates],
-                "class_names": None if self.class_names is None else list(self.class_names),
-                "report": self.report, "notes": list(self.notes), "seconds": self.seconds,
-                "host_cpu": dict(self.host_cpu), "onnxruntime": dict(self.onnxruntime),
-                "device": None if self.device is None else dict(self.device), "warnings": list(self.warnings)}
 
 
 def verify(
@@ -215,6 +100,10 @@ def verify(
         raise InvalidInputError(f"deploy_batch_size must be a positive integer, got {deploy_batch_size!r}")
     if also_host and device is None:
         raise InvalidInputError("also_host compares a device's figures with this host's; give a device too")
+    if device is not None:
+        from dlkit.device import lookup
+
+        lookup(device)  # an unknown device before any work
     hosted = [Model(p, threads=None) for p in paths]
     kinds = [candidates_.precision(p, m.metadata) for p, m in zip(paths, hosted)]
     inputs = hosted[0].inputs

@@ -26,6 +26,7 @@ from dlkit_runtime.images import SUFFIXES as _IMAGES  # noqa: E402
 from dlkit_runtime.manifest import open_model, read_manifest  # noqa: E402
 
 _SUFFIXES = (".npy", ".npz", *_IMAGES)
+BATCH = 256  # samples per run for a large input file
 
 
 def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None) -> dict:
@@ -36,18 +37,34 @@ def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None) 
     if isinstance(x, dict) and len(x) == 1 and len(model.inputs) == 1:
         x = next(iter(x.values()))  # one array in an .npz: the only input, whatever its name
     start = time.perf_counter()
-    outputs = model.predict(x)
+    outputs = _predict(model, x)
     seconds = time.perf_counter() - start
     result = {"input": str(path), "model": model.path.name, "latency_ms": seconds * 1000,
               "outputs": {name: {"dtype": str(v.dtype), "shape": list(v.shape), "values": v.tolist()}
                           for name, v in outputs.items()}}
     first = outputs[model.outputs[0].name]
     if top_k and first.ndim == 2 and first.dtype.kind == "f":
-        result["top_k"] = [[p.to_dict() for p in row] for row in model.classify(x, top_k)]
+        from dlkit_runtime.model import top_classes
+
+        result["top_k"] = [[p.to_dict() for p in row] for row in top_classes(first, top_k, model.labels)]
     if output is not None:
         write_outputs(output, outputs)
         result["saved"] = str(output)
     return result
+
+
+def _predict(model, x, size: int = BATCH) -> dict:
+    """`model.predict(x)`, `size` samples at a time for a large file (a Pi has little memory for the activations of
+    thousands of samples at once), when every output has the batch axis first."""
+    count = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    if count <= size:
+        return model.predict(x)
+    parts = list(model.predict_batches(x, size))
+    if any(v.ndim == 0 or v.shape[0] != size for v in parts[0].values()):
+        return model.predict(x)  # an output without a batch axis first: the file whole
+    import numpy as np
+
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def watch(model, inbox: Path, outbox: Path, top_k: int, interval: float, once: bool) -> None:

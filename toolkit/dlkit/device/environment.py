@@ -131,9 +131,9 @@ def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = pr
         MissingDependencyError: qemu-user-static, apt, dpkg-deb or Debian's archive keyring is missing.
         DeviceSetupError: a step failed (an apt download, pip, or the emulated python does not start).
     """
+    require_qemu()
     cache = Path(cache) if cache else cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    require_qemu()
     with _locked(cache):
         packages = _cached_closure(cache, log)
         root = _part(cache, "root", packages, lambda tmp: _make_root(cache, packages, tmp, log))
