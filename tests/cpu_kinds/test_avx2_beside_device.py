@@ -44,12 +44,11 @@ def test_avx2_host_figures_are_shown_beside_the_pis_and_the_pis_are_judged(onnx_
     # the host's figures say they are not the target's; the Pi's are (ARM adds int8 products exactly, as VNNI)
     assert host["warning"] and "saturate" in host["warning"] and device["warning"] is None
     assert result["passed"] == (not device["breaches"]) and proc.returncode == (0 if result["passed"] else 4)
-    # saturation clips products the exact kernels keep, an error on top of rounding's: over 1,000 images the AVX2
-    # outputs are further from float on average than the Pi's
-    assert host["outputs"][0]["mean_abs_error"] > device["outputs"][0]["mean_abs_error"]
-    # and the Pi's figures are the Pi's whoever asks: the same run from this (unemulated) host gives them exactly
+    # and the Pi's figures are the Pi's whoever asks: the same run from this (unemulated) host gives them, up to the
+    # float reference, which each host computes with its own float kernels (AVX2 or AVX-512: summation order,
+    # within 1e-5 as everywhere in the suite); a near-tie in the reference may flip one sample's class at most
     here = dlkit.verify(onnx_exports["cnn"], [int8], data, device="rpi4")
-    assert here.candidates[0].outputs[0].max_abs_error == device["outputs"][0]["max_abs_error"]
-    assert here.candidates[0].outputs[0].top1_agreement == device["outputs"][0]["top1_agreement"]
+    assert abs(here.candidates[0].outputs[0].max_abs_error - device["outputs"][0]["max_abs_error"]) <= 1e-5
+    assert abs(here.candidates[0].outputs[0].top1_agreement - device["outputs"][0]["top1_agreement"]) <= 1 / SAMPLES
     print(f"\nAVX2 host mean abs error {host['outputs'][0]['mean_abs_error']:.3g}, "
           f"Pi 4 {device['outputs'][0]['mean_abs_error']:.3g}", end="")
