@@ -8,9 +8,19 @@
    so a Keras 3 GRU or LSTM becomes a generic `Loop`: slow, and rejected by onnxruntime's `quantize_dynamic`.
    While the model is traced, each supported recurrent layer's `inner_loop` is swapped for a placeholder op
    (`tf.numpy_function`, a `PyFunc` that is never run); a tf2onnx custom-op handler then emits the native
-   ONNX `GRU` / `LSTM` op with the layer's weights. Layers whose semantics the native ops do not share
-   (masking, go_backwards, stateful, other activations) keep Keras's loop. Delete this half when tf2onnx's
-   rewriters match Keras 3's loop.
+   ONNX `GRU` / `LSTM` op with the layer's weights; a `go_backwards` layer (the backward half of a
+   `Bidirectional`) becomes the op's reverse direction. Layers whose semantics the native ops do not share
+   (masking, stateful, other activations) keep Keras's loop. Delete this half when tf2onnx's rewriters match
+   Keras 3's loop.
+3. tf2onnx makes every tensor a traced function captures into a graph input, and only variables are frozen: a
+   `Normalization` layer's mean and variance (plain tensors in Keras 3) became inputs the model does not have.
+   The captured constants are folded back as initializers (`_fold_captured_constants`).
+4. Keras 3's TensorFlow backend runs grouped convolutions (`Conv2D(groups=g)`, ConvNeXt's depthwise 7x7) in a
+   nested `tf.function(jit_compile=True)`, because TensorFlow's CPU kernel lacks them; tf2onnx leaves that call
+   unconverted. While tracing for export, they are plain `Conv2D` ops again, which tf2onnx converts to ONNX
+   `Conv` with `group` (`plain_grouped_convolutions`).
+5. tf2onnx has no conversion for TensorFlow's `Erfc`, which the exact GELU of Keras 3 uses (ConvNeXt): it becomes
+   `1 - Erf(x)` (`erfc_handler`).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ class _RecurrentPlan:
     B: np.ndarray
     activations: list[str]
     linear_before_reset: int | None = None
+    reverse: bool = False  # go_backwards: ONNX's reverse direction, its Y flipped into Keras's processing order
 
 
 @dataclass
@@ -67,8 +78,6 @@ def _plan(layer: Any) -> tuple[_RecurrentPlan | None, str | None]:
     kind = type(layer).__name__
     if layer.stateful:
         return None, "stateful=True keeps state in variables between calls"
-    if layer.go_backwards:
-        return None, "go_backwards=True reverses the output sequence, which ONNX's reverse direction does not"
     if layer.compute_dtype != "float32":
         return None, f"compute dtype {layer.compute_dtype} (only float32 is exported natively)"
     act, rec = _activation_name(layer.activation), _activation_name(layer.recurrent_activation)
@@ -89,14 +98,15 @@ def _plan(layer: Any) -> tuple[_RecurrentPlan | None, str | None]:
             B = np.concatenate([b, np.zeros(3 * units, np.float32)])
         return _RecurrentPlan(
             layer.name, "GRU", units, kernel.T[None], recurrent.T[None], B[None], [rec, act],
-            linear_before_reset=1 if cell.reset_after else 0,
+            linear_before_reset=1 if cell.reset_after else 0, reverse=bool(layer.go_backwards),
         ), None
     # LSTM: Keras orders the gates i, f, c, o; ONNX i, o, f, c.
     order = np.concatenate([np.arange(g * units, (g + 1) * units) for g in (0, 3, 1, 2)])
     b = np.zeros(4 * units, np.float32) if bias is None else bias
     B = np.concatenate([b[order], np.zeros(4 * units, np.float32)])
     return _RecurrentPlan(
-        layer.name, "LSTM", units, kernel.T[order][None], recurrent.T[order][None], B[None], [rec, act, act]
+        layer.name, "LSTM", units, kernel.T[order][None], recurrent.T[order][None], B[None], [rec, act, act],
+        reverse=bool(layer.go_backwards),
     ), None
 
 
@@ -180,7 +190,8 @@ def recurrent_handler(plans: dict[str, _RecurrentPlan]) -> Callable:
         x_tbf = ctx.make_node("Transpose", [x], attr={"perm": [1, 0, 2]}).output[0]
         weights = [ctx.make_const(f"{base}_{k}", v).output[0] for k, v in (("W", plan.W), ("R", plan.R), ("B", plan.B))]
         initial = [builder.make_unsqueeze({"data": s, "axes": [0]}) for s in states]
-        attr = {"hidden_size": plan.units, "activations": plan.activations, "direction": "forward"}
+        attr = {"hidden_size": plan.units, "activations": plan.activations,
+                "direction": "reverse" if plan.reverse else "forward"}
         if plan.linear_before_reset is not None:
             attr["linear_before_reset"] = plan.linear_before_reset
         n_out = len(outputs)
@@ -190,6 +201,13 @@ def recurrent_handler(plans: dict[str, _RecurrentPlan]) -> Callable:
         ctx.make_node(plan.op_type, [x_tbf, *weights, "", *initial], attr=attr, outputs=rnn_outputs, name=base)
         if used[0]:  # Y is (T, 1, B, U) -> (B, T, U)
             y = builder.make_squeeze({"data": rnn_outputs[0], "axes": [1]})
+            if plan.reverse:
+                # Keras's go_backwards output is in processing order: step t holds the state after x[T-1-t], ...
+                # x[T-1], which ONNX's reverse direction keeps at Y[T-1-t]; so Keras's sequence is Y flipped in time
+                flip = [ctx.make_const(utils.make_name(f"{base}_{k}"), np.array(v, np.int64)).output[0]
+                        for k, v in (("start", [-1]), ("end", [np.iinfo(np.int64).min]), ("axis", [0]),
+                                     ("step", [-1]))]
+                y = ctx.make_node("Slice", [y, *flip]).output[0]
             ctx.make_node("Transpose", [y], attr={"perm": [1, 0, 2]}, outputs=[outputs[0]],
                           shapes=[shapes[0]], dtypes=[ctx.get_dtype(x)])
         for out, rnn_out, shape in zip(outputs[1:], rnn_outputs[1:], shapes[1:]):  # (1, B, U) -> (B, U)
@@ -223,14 +241,77 @@ def convert(
         elif keras_model is not None:
             for layer in _recurrent_layers(keras_model):
                 report.generic[layer.name] = "native recurrent export turned off"
+        stack.enter_context(plain_grouped_convolutions())
         traced = tf.function(fn, input_signature=specs, autograph=False)
         handler = recurrent_handler(plans)
         # The handler reads `plans` when tf2onnx calls it, after the trace inside from_function filled it.
+        handlers = {op: (handler, []) for op in _PLACEHOLDERS}
+        handlers["Erfc"] = (erfc_handler, [])
         model_proto, _ = tf2onnx.convert.from_function(
-            traced, input_signature=specs, opset=opset, custom_op_handlers={op: (handler, []) for op in _PLACEHOLDERS}
+            traced, input_signature=specs, opset=opset, custom_op_handlers=handlers
         )
+        _fold_captured_constants(model_proto, traced.get_concrete_function())  # the trace tf2onnx converted
     _unused_rnn_outputs(model_proto)
     return model_proto
+
+
+def erfc_handler(ctx, node, name, args):  # noqa: ARG001 (tf2onnx's signature)
+    """TensorFlow's `Erfc` (in the exact GELU of Keras 3: ConvNeXt, transformers) as ONNX `1 - Erf(x)`, which
+    tf2onnx has no conversion for."""
+    from tf2onnx import utils
+
+    x, (out,) = node.input[0], node.output
+    dtype, shape = ctx.get_dtype(out), ctx.get_shape(out)
+    ctx.remove_node(node.name)
+    erf = ctx.make_node("Erf", [x]).output[0]
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"),
+                         np.array(1, dtype=utils.map_onnx_to_numpy_type(dtype))).output[0]
+    ctx.make_node("Sub", [one, erf], outputs=[out], shapes=[shape], dtypes=[dtype])
+
+
+def _fold_captured_constants(model: Any, concrete: Any) -> list[str]:
+    """The graph inputs tf2onnx made of tensors the function captured (not variables: those it froze) become
+    initializers holding the captured values. Returns their names."""
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    captured = list(concrete.captured_inputs)
+    placeholders = list(concrete.graph.inputs)[len(concrete.graph.inputs) - len(captured):] if captured else []
+    values = {p.name: c for p, c in zip(placeholders, captured) if c.dtype != tf.resource}
+    folded = []
+    for value in list(model.graph.input):
+        name = value.name if value.name in values else f"{value.name}:0"
+        tensor = values.get(name)
+        if tensor is None:
+            continue
+        model.graph.input.remove(value)
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(tensor.numpy()), value.name))
+        folded.append(value.name)
+    return folded
+
+
+@contextlib.contextmanager
+def plain_grouped_convolutions() -> Iterator[None]:
+    """While active, Keras's TensorFlow `conv` traces a grouped convolution as a plain `Conv2D` (whose kernel's
+    input channels are the input's divided by the groups) instead of an XLA-compiled call. The graph is only
+    converted, never run by TensorFlow, so its CPU kernel's missing grouped convolutions do not matter."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn
+
+    original = nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        if not tf.inside_function() or len(inputs.shape) == 5:
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
+                                 data_format=nn._convert_data_format(data_format, len(inputs.shape)),
+                                 dilations=dilation_rate)
+
+    nn.conv = conv
+    try:
+        yield
+    finally:
+        nn.conv = original
 
 
 def _unused_rnn_outputs(model: Any) -> None:
