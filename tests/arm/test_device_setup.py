@@ -16,8 +16,10 @@ pytestmark = pytest.mark.arm
 
 def _setup(cache, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "DLKIT_DEVICE_CACHE": str(cache)}
+    # Ctrl-C's default, whatever this process inherited: a shell's background job starts with SIGINT ignored
     return subprocess.Popen([sys.executable, "-m", "dlkit", "device", "setup", "rpi4", "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def _wait_for(cache, pattern: str, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -103,7 +103,11 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
         numel = 1
         for d in init.dims:
             numel *= d
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        except (KeyError, ValueError) as err:  # a damaged file: a type number ONNX does not define
+            raise InvalidInputError(f"'{path}' is damaged: initializer '{init.name}' has data type {init.data_type}, "
+                                    "which ONNX does not define; export or download the model again") from err
         params += numel
         by_dtype[str(dtype)] += numel * dtype.itemsize
     runtime = Model(path, providers=providers, threads=1)
