@@ -7,7 +7,7 @@ from pathlib import Path
 from dlkit.errors import InvalidInputError
 from dlkit_runtime.datafiles import write_atomic
 
-__all__ = ["output_path", "write_atomic"]
+__all__ = ["build_folder", "output_path", "write_atomic"]
 
 
 def output_path(output, *, default_from=None, suffix: str, force: bool) -> Path:
@@ -35,3 +35,21 @@ def output_path(output, *, default_from=None, suffix: str, force: bool) -> Path:
     if path.exists() and not force:
         raise InvalidInputError(f"output '{path}' exists; pass --force (force=True) to replace it")
     return path
+
+
+def build_folder(final: Path, fill) -> Path:
+    """Fills a temporary sibling of `final` (`fill(folder)`), then swaps it into place: a failed or interrupted fill
+    leaves `final` as it was and removes its own folder (a killed one leaves `.<name>.*`, hidden)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

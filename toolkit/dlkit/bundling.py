@@ -11,9 +11,7 @@ import datetime
 import io
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -362,15 +360,7 @@ _EXECUTABLE = {"install.sh", "predict.py", "bench.py", "serve.py"}
 
 def _write_folder(output: Path, files: dict[str, bytes]) -> int:
     """Writes into a temporary sibling folder, then swaps it into place: a failure leaves the old output."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        _fill(tmp, files)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    files_io.build_folder(output, lambda tmp: _fill(tmp, files))
     return sum(len(d) for d in files.values())
 
 

@@ -27,7 +27,7 @@ from dlkit_runtime.tensors import TensorInfo
 
 @dataclass(frozen=True)
 class Device:
-    """A device dlkit can emulate. cpu: qemu's CPU model. bundle_target: `dlkit bundle`'s target of the same name."""
+    """A device dlkit can emulate, named as `dlkit bundle`'s target for it. cpu: qemu's CPU model."""
 
     name: str
     cpu: str

@@ -32,11 +32,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from dlkit import _files
 from dlkit.errors import DeviceSetupError, MissingDependencyError
 
 QEMU = "qemu-aarch64-static"
@@ -187,18 +187,12 @@ def _part(cache: Path, kind: str, key_items, make) -> Path:
     final = cache / f"{kind}-{key}"
     if (final / ".complete").is_file():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=cache))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the environment is read by whoever runs the tests
-    try:
+    def fill(tmp: Path) -> None:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the environment is read by whoever runs the tests
         make(tmp)
         (tmp / ".complete").write_text(key)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return _files.build_folder(final, fill)
 
 
 def _sh(cmd, step: str, **kwargs) -> str:
