@@ -147,8 +147,9 @@ def test_also_host_is_shown_and_only_the_device_is_judged(arm_env, device_cases)
     assert result.to_dict()["candidates"][0]["where"].startswith("host (")
 
 
-def test_char_gru_verify_on_device_equals_predict_py(arm_env, onnx_exports, text_ids, tmp_path):
-    """The two-input char GRU (float, 50 recurrent steps) on the Pi 5's core: verify --device's largest error
+@pytest.mark.parametrize("device", list(DEVICES))
+def test_char_gru_verify_on_device_equals_predict_py(arm_env, onnx_exports, text_ids, tmp_path, device):
+    """The two-input char GRU (float, 50 recurrent steps) on each Pi's core: verify --device's largest error
     against this host equals the one recomputed from the bundle's predict.py, within the GRU's float bound."""
     from dlkit_runtime import Model
 
@@ -159,9 +160,9 @@ def test_char_gru_verify_on_device_equals_predict_py(arm_env, onnx_exports, text
              "hidden": np.random.default_rng(0).uniform(-1, 1, (count, 256)).astype(np.float32)}
     np.savez(data, **feeds)
     model = onnx_exports["char_gru"]
-    result = dlkit.verify(model, [model], data, device="rpi5", min_agreement=None)
-    dlkit.bundle(model, tmp_path / "gru", target="rpi5")
-    got = _predict_py(arm_env, tmp_path / "gru", data, "cortex-a76")
+    result = dlkit.verify(model, [model], data, device=device, min_agreement=None)
+    dlkit.bundle(model, tmp_path / "gru", target=device)
+    got = _predict_py(arm_env, tmp_path / "gru", data, DEVICES[device])
     host = Model(model).predict(feeds)
     # 50 steps of 3 x 256-term float32 dot products, each rounded in another order by NEON and AVX: about 2^-24 *
     # sqrt(768) of the output's scale per step, adding up like a random walk (tests/arm/test_emulated_arm.py)
