@@ -19,6 +19,7 @@ class Metrics:
         self.depths = depths
         self._counts: dict[tuple[str, int], int] = {}
         self._batches: dict[str, list[int]] = {}
+        self._children: dict[tuple[str, int], tuple] = {}
         try:
             import prometheus_client as prom
         except ImportError:
@@ -36,8 +37,12 @@ class Metrics:
 
     def request(self, model: str, status: int, seconds: float) -> None:
         if self._prom is not None:
-            self._requests.labels(model, str(status)).inc()
-            self._latency.labels(model).observe(seconds)
+            children = self._children.get((model, status))
+            if children is None:  # labels() costs more than the count itself: once per model and status
+                children = self._children[model, status] = (self._requests.labels(model, str(status)),
+                                                            self._latency.labels(model))
+            children[0].inc()
+            children[1].observe(seconds)
         else:
             self._counts[model, status] = self._counts.get((model, status), 0) + 1
 

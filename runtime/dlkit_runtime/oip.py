@@ -9,6 +9,7 @@ inputs whose `parameters.binary_data_size` says how long they are, in order.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -44,8 +45,38 @@ class Request:
     id: str | None
 
 
+def loads(data: bytes) -> Any:
+    """JSON to Python, through orjson when it is installed (the serve extra has it: it reads a tensor's numbers
+    about eight times faster than the standard library, which under load is most of a request's cost)."""
+    return _codec()[0](data)
+
+
+def dumps(value: Any) -> bytes:
+    return _codec()[1](value)
+
+
+@functools.lru_cache(maxsize=None)
+def _codec():
+    try:
+        import orjson
+    except ImportError:
+        return json.loads, lambda value: json.dumps(value).encode()
+    return orjson.loads, orjson.dumps
+
+
 def datatype(dtype: Any) -> str:
-    return _NAMES.get(np.dtype(dtype).name, "BYTES")
+    try:
+        return _KNOWN[dtype]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        name = _NAMES.get(np.dtype(dtype).name, "BYTES")
+    try:
+        _KNOWN[dtype] = name
+    except TypeError:
+        pass
+    return name
+
+
+_KNOWN: dict = {}  # dtype (as given) -> datatype: np.dtype() per call costs microseconds per tensor
 
 
 def parse(body: bytes, header_length: str | None, inputs: Sequence[TensorInfo], outputs: Sequence[str],
@@ -68,7 +99,7 @@ def parse(body: bytes, header_length: str | None, inputs: Sequence[TensorInfo], 
         head, binary = body, memoryview(b"")
     try:
         _check_depth(bytes(head))
-        request = json.loads(head)
+        request = loads(head)
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise RequestError(400, f"the request is not valid JSON ({type(err).__name__}: {str(err)[:120]})") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
@@ -144,7 +175,7 @@ def encode(model: str, values: Mapping[str, np.ndarray], request: Request) -> tu
     response = {"model_name": model, "outputs": entries}
     if request.id is not None:
         response["id"] = request.id
-    head = json.dumps(response).encode()
+    head = dumps(response)
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream",
@@ -194,4 +225,4 @@ def _from_json(data: Any, shape: tuple[int, ...], dtype: np.dtype, name: str) ->
     return array.reshape(shape)
 
 
-__all__ = ["DATATYPES", "Request", "RequestError", "datatype", "encode", "parse"]
+__all__ = ["DATATYPES", "Request", "RequestError", "datatype", "dumps", "encode", "loads", "parse"]

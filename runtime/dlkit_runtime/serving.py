@@ -54,6 +54,7 @@ class _Entry:
     seconds: float = 1.0  # a run's time, smoothed: under INLINE_SECONDS it runs on the event loop, no thread hop
     busy: bool = False
     recorder: Any = None
+    arriving: int = 0  # requests for this model being read or parsed: a batch about to run waits for them
 
     def predict(self, feeds: dict) -> dict:
         started = time.perf_counter()
@@ -85,15 +86,16 @@ class _Batcher:
 
     async def run(self) -> None:
         """Takes the first waiting request, and with it those already waiting of the same shapes up to max_batch.
-        A lone request runs at once (no added latency at concurrency 1); when others were waiting, the batch waits
-        max_delay_ms once for more."""
+        While other requests for the model are still being read or parsed, it lets them finish and join, for at
+        most max_delay_ms; with none on the way it runs at once (no added latency at concurrency 1, and no idle
+        wait when every client is already in the batch)."""
         queue, pending = self.entry.queue, None
         while True:
             first = pending or await queue.get()
             pending, group, rows = None, [first], _rows(first[0])
             if self.entry.batched:
-                await asyncio.sleep(0)  # requests already received get to enqueue
-                for attempt in range(2):
+                deadline = time.perf_counter() + self.settings.max_delay_ms / 1000
+                while True:
                     while rows < self.settings.max_batch and pending is None:
                         try:
                             item = queue.get_nowait()
@@ -104,10 +106,10 @@ class _Batcher:
                         else:
                             group.append(item)
                             rows += _rows(item[0])
-                    if attempt or len(group) == 1 or rows >= self.settings.max_batch or pending is not None \
-                            or self.settings.max_delay_ms <= 0:
+                    if rows >= self.settings.max_batch or pending is not None or not self.entry.arriving \
+                            or time.perf_counter() >= deadline:
                         break
-                    await asyncio.sleep(self.settings.max_delay_ms / 1000)
+                    await asyncio.sleep(0)  # the requests on the way get their turn to be read and queued
             await self._run(group)
 
     async def _run(self, group: list) -> None:
@@ -155,7 +157,6 @@ def app(models: dict, settings: Settings):
     """The ASGI application for `models` ({name: dlkit_runtime.Model})."""
     try:
         from starlette.applications import Starlette
-        from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
     except ImportError as err:
@@ -174,18 +175,6 @@ def app(models: dict, settings: Settings):
         if name not in entries:
             raise oip.RequestError(404, f"no model '{name}' here; the models are {sorted(entries)}")
         return entries[name]
-
-    async def body_of(request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise oip.RequestError(413, f"the request body is over the limit of {settings.max_body_mb:g} MB")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise oip.RequestError(413, f"the request body is over the limit of {settings.max_body_mb:g} MB")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def live(request):
         return JSONResponse({"live": True})
@@ -212,74 +201,157 @@ def app(models: dict, settings: Settings):
         entry_of(request)
         return JSONResponse({"name": request.path_params["name"], "ready": True})
 
-    async def infer(request):
-        entry = entry_of(request)
-        body = await body_of(request)
-        parsed = oip.parse(body, request.headers.get("inference-header-content-length"), entry.model.inputs,
-                           [o.name for o in entry.model.outputs], settings.max_elements)
-        if entry.name not in batchers:
-            batchers[entry.name] = _Batcher(entry, settings)
-            asyncio.get_running_loop().create_task(batchers[entry.name].run())
-        feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
-        if entry.seconds < INLINE_SECONDS and not entry.busy and entry.queue.empty():
-            outputs = entry.predict(feeds)  # fast and nothing waiting: at once, on the loop (no batch to wait for)
-        elif entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
-            outputs = await asyncio.get_running_loop().run_in_executor(None, entry.predict, feeds)
-        else:
-            outputs = await batchers[entry.name].submit(feeds)
-        content, headers = oip.encode(entry.name, outputs, parsed)
-        return Response(content, headers=headers)
+    async def infer(scope, receive, send, name: str) -> int:
+        """POST /v2/models/{name}/infer as a bare ASGI handler, the one path under load: no routing, request or
+        response objects per call (starlette serves the rest). Returns the status sent."""
+        counted, entry = False, None
+        try:
+            entry = entries.get(name)
+            if entry is None:
+                raise oip.RequestError(404, f"no model '{name}' here; the models are {sorted(entries)}")
+            entry.arriving += 1
+            counted = True
+            declared = length = None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    declared = value
+                elif key == b"inference-header-content-length":
+                    length = value.decode("latin-1")
+            body = await _read_body(receive, declared, limit, settings.max_body_mb)
+            parsed = oip.parse(body, length, entry.model.inputs, [o.name for o in entry.model.outputs],
+                               settings.max_elements)
+            if entry.name not in batchers:
+                batchers[entry.name] = _Batcher(entry, settings)
+                asyncio.get_running_loop().create_task(batchers[entry.name].run())
+            feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
+            entry.arriving -= 1
+            counted = False
+            if entry.seconds < INLINE_SECONDS and not entry.busy and entry.queue.empty():
+                outputs = entry.predict(feeds)  # fast and nothing waiting: at once, on the loop (no batch to wait for)
+            elif entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
+                outputs = await asyncio.get_running_loop().run_in_executor(None, entry.predict, feeds)
+            else:
+                outputs = await batchers[entry.name].submit(feeds)
+            content, headers = oip.encode(entry.name, outputs, parsed)
+        except oip.RequestError as err:
+            return await _send_error(send, err.status, err.message)
+        except InvalidInputError as err:
+            return await _send_error(send, 400, str(err))
+        except _Disconnected:
+            return 499  # nobody to answer (nginx's code for it, in the log and metrics only)
+        finally:
+            if counted:  # a request refused while it was read or parsed is no longer on the way
+                entry.arriving -= 1
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(content)).encode()),
+                                *((k.encode(), v.encode()) for k, v in headers.items())]})
+        await send({"type": "http.response.body", "body": content})
+        return 200
+
+    async def not_post(request):
+        return error(405, "infer takes POST")
 
     async def metrics(request):
         return Response(recorder.text(), headers={"content-type": CONTENT_TYPE})
 
     routes = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server),
               Route("/v2/models/{name}", metadata), Route("/v2/models/{name}/ready", model_ready),
-              Route("/v2/models/{name}/infer", infer, methods=["POST"]), Route("/metrics", metrics)]
+              Route("/v2/models/{name}/infer", not_post, methods=["GET", "PUT", "DELETE", "PATCH"]),
+              Route("/metrics", metrics)]
+
     async def request_error(request, err):
-        headers = {"retry-after": "1"} if err.status == 503 else {}
-        if err.status == 413:  # the body was not read: the connection cannot carry another request
-            headers["connection"] = "close"
-        return error(err.status, err.message, **headers)
+        return error(err.status, err.message)
 
-    async def input_error(request, err):
-        return error(400, str(err))
-
-    async def disconnected(request, err):
-        return error(400, "the client disconnected before the request was read")
-
-    application = Starlette(routes=routes, exception_handlers={
-        oip.RequestError: request_error, InvalidInputError: input_error, ClientDisconnect: disconnected})
-
-    async def guarded(scope, receive, send):
-        """The token first (compared in constant time; the health probes are open), then the app, whose errors
-        are JSON 4xx (or 503)."""
-        open_paths = ("/v2/health/live", "/v2/health/ready")  # probes (systemd, a load balancer) need no token
-        if scope["type"] == "http" and settings.token is not None and scope.get("path") not in open_paths:
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, f"Bearer {settings.token}".encode()):
-                response = error(401, "missing or wrong token: send Authorization: Bearer <token>", connection="close")
-                return await response(scope, receive, send)
-        return await application(scope, receive, send)
+    application = Starlette(routes=routes, exception_handlers={oip.RequestError: request_error})
+    open_paths = ("/v2/health/live", "/v2/health/ready")  # probes (systemd, a load balancer) need no token
+    expected = f"Bearer {settings.token}".encode() if settings.token is not None else None
+    log = _AccessLog(sys.stderr)
 
     async def handled(scope, receive, send):
+        """The token first (compared in constant time; the health probes are open), then infer or starlette; one
+        access-log line per request, and infer's status and time in the metrics."""
+        if scope["type"] != "http":
+            return await application(scope, receive, send)  # lifespan
         started_at = time.perf_counter()
-        status = {}
+        path = scope["path"]
+        parts = path.split("/")
+        infers = len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer"
+        if expected is not None and path not in open_paths and not hmac.compare_digest(
+                next((v for k, v in scope["headers"] if k == b"authorization"), b""), expected):
+            code = await _send_error(send, 401, "missing or wrong token: send Authorization: Bearer <token>")
+        elif infers and scope["method"] == "POST":
+            code = await infer(scope, receive, send, parts[3])
+        else:
+            status = {}
 
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
+            async def send_status(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
 
-        await guarded(scope, receive, send_status)
-        if scope["type"] == "http":
-            parts = scope["path"].split("/")
-            if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer":
-                recorder.request(parts[3], status.get("code", 0), time.perf_counter() - started_at)
-            print(f'{scope.get("client", ("-",))[0]} "{scope["method"]} {scope["path"]}" {status.get("code", "-")} '
-                  f'{1000 * (time.perf_counter() - started_at):.1f}ms', file=sys.stderr, flush=True)
+            await application(scope, receive, send_status)
+            code = status.get("code", 0)
+        elapsed = time.perf_counter() - started_at
+        if infers:
+            recorder.request(parts[3], code, elapsed)
+        log.write(f'{(scope.get("client") or ("-",))[0]} "{scope["method"]} {path}" {code} {1000 * elapsed:.1f}ms')
 
     return handled
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+async def _read_body(receive, declared: bytes | None, limit: int, limit_mb: float) -> bytes:
+    """The request body, refused with 413 as soon as it (or its declared length) is over `limit` bytes."""
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise oip.RequestError(413, f"the request body is over the limit of {limit_mb:g} MB")
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise oip.RequestError(413, f"the request body is over the limit of {limit_mb:g} MB")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_error(send, status: int, message: str) -> int:
+    """`{"error": message}` with `status`; a 503 says when to retry, and a 401 or 413 closes the connection (its
+    body was not read, so the connection cannot carry another request)."""
+    body = oip.dumps({"error": message})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    if status in (401, 413):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+class _AccessLog:
+    """One line per request, written together once per turn of the event loop: under load that is one write for
+    a batch of requests, not one each."""
+
+    def __init__(self, stream):
+        self.stream, self.lines = stream, []
+
+    def write(self, line: str) -> None:
+        if not self.lines:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        lines, self.lines = self.lines, []
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
 
 
 def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host: str = "127.0.0.1",
@@ -329,7 +401,9 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
               f"--token or {TOKEN_ENV}", file=sys.stderr)
     print(f"serving {', '.join(chosen)} on http://{host}:{port}/v2 (Open Inference Protocol)", file=sys.stderr,
           flush=True)
+    # proxy_headers off: the access log names the peer that connected, not what an X-Forwarded-For claims
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
+                            proxy_headers=False,
                             timeout_graceful_shutdown=30, limit_concurrency=4 * settings.max_queue + 64)
     # uvicorn drains requests in flight on SIGTERM or Ctrl-C, then raises the signal again to the handler that was
     # there before it. That handler asks the server to stop: a signal before uvicorn installs its own (during the

@@ -24,7 +24,9 @@ from dlkit.errors import InvalidInputError
 # crashes on a Pi 4 with an illegal instruction. tests/arm installs exactly these under emulation.
 REQUIREMENTS = ("numpy==2.4.6", "onnxruntime==1.32.0")
 IMAGE_REQUIREMENTS = ("pillow==13.0.0",)
-SERVE_REQUIREMENTS = ("uvicorn==0.54.0", "starlette==1.10.0")  # a bundle made with serve=True (pure-Python wheels)
+# a bundle made with serve=True: uvicorn and starlette (pure Python), uvicorn's fast HTTP parser and event loop, and
+# orjson for the tensors' JSON (cp311 wheels for manylinux aarch64 and x86-64)
+SERVE_REQUIREMENTS = ("uvicorn==0.54.0", "starlette==1.10.0", "httptools==0.9.0", "uvloop==0.23.0", "orjson==3.13.0")
 SERVE_SERVICE = "dlkit-serve"  # for a model that takes images: JPEG and any PNG (aarch64 + x86-64 wheels)
 SERVICE_NAME = "dlkit-predict"
 
