@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlkit import _deps, _files, parity, sessions
+from dlkit import _deps, _files, _memory, parity, sessions
 from dlkit.errors import ConversionError, InvalidInputError, MissingDependencyError, ToleranceError
 from dlkit.parity import OutputParity
 from dlkit.tensors import TensorInfo, parse_input_spec, parse_renames
@@ -168,6 +168,7 @@ def export(
     _check_renames(renames, inputs, list(reference))
     reference = {renames.get(k, k): v for k, v in reference.items()}
     onnx_model, report = _convert(source, inputs, renames, opset, native_rnn)
+    _memory.release()  # the conversion's garbage (TensorFlow graphs, tf2onnx's copies) before onnxruntime's session
     onnx_model = _check_converted(onnx_model, source)
 
     feeds = {renames.get(k, k): v for k, v in samples.items()}
@@ -179,6 +180,7 @@ def export(
 
         try:
             cleaned, cleanup_steps = cleanup.simplify(_copy(onnx_model))
+            _memory.release()
             figures = _parity_or_raise(cleaned, feeds, reference, atol, stage="cleanup", batch=chunk)
             onnx_model, steps = cleaned, tuple(cleanup_steps)
         except ToleranceError as err:
@@ -188,6 +190,7 @@ def export(
         except Exception as err:  # a fold meeting a graph it does not know costs speed, never the export
             notes.append(f"graph cleanup was undone: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
 
+    _memory.release()  # the unsimplified copy and the parity sessions
     onnx_model = _finish(onnx_model, source, figures, label_list, preprocessing, inputs, renames, atol)
     label_check = _check_labels(label_list, onnx_model)
     if label_check:
