@@ -1,10 +1,11 @@
 """`dlkit serve` against the wrapper users write by hand, in one run: requests per second and p50/p99 latency at
 concurrency 1, 8 and 32 on a sample model, for dlkit serve with batching, dlkit serve without (--max-batch 1), and
-bench/hand_wrapper.py (starlette + onnxruntime, one session.run per request). Every server gets the same JSON
+bench/hand_wrapper.py (starlette + onnxruntime, one session.run per request, one process), and dlkit serve
+--workers N (N processes on the port, each batching its own connections). Every server gets the same JSON
 infer request of one sample over keep-alive connections, from wrk (Debian's package) when it is installed, else
 from client threads in this process (which then limit the rate themselves).
 
-    python bench/serve.py [--model mlp_digits] [--requests 3000]   # writes bench/results/serve.json and .md
+    python bench/serve.py [--model mlp_digits] [--workers 2]   # writes bench/results/serve.json and .md
 
 Targets (issue 16): at concurrency 32 on the sample MLP, batched throughput >= 3x the wrapper's; at concurrency 1,
 p50 latency <= 1.1x the wrapper's. A row with the binary tensor extension (what tritonclient sends) shows what the
@@ -120,6 +121,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per cell with wrk (when it is installed)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="worker processes of the --workers row [default: the logical CPUs]")
     args = parser.parse_args()
     import dlkit
     from dlkit_runtime import cpu
@@ -144,6 +147,8 @@ def main() -> None:
         "dlkit serve (batching)": [sys.executable, "-m", "dlkit", "serve", model],
         "dlkit serve --max-batch 1": [sys.executable, "-m", "dlkit", "serve", model, "--max-batch", "1"],
         "dlkit serve, binary requests (tritonclient's default)": [sys.executable, "-m", "dlkit", "serve", model],
+        f"dlkit serve --workers {args.workers}": [sys.executable, "-m", "dlkit", "serve", model, "--workers",
+                                                 str(args.workers)],
         "hand-written wrapper": [sys.executable, str(ROOT / "bench" / "hand_wrapper.py"), model],
     }
     rows = []

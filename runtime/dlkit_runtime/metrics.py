@@ -4,6 +4,7 @@ counters written out here."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Mapping
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -33,7 +34,11 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
         self._sizes = prom.Histogram("dlkit_batch_size", "Samples per model run", ["model"], buckets=BATCH_BUCKETS,
                                      registry=self.registry)
-        self._depth = prom.Gauge("dlkit_queue_depth", "Requests waiting per model", ["model"], registry=self.registry)
+        self._depth = prom.Gauge("dlkit_queue_depth", "Requests waiting per model", ["model"], registry=self.registry,
+                                 multiprocess_mode="livesum")
+        # several server processes (dlkit serve --workers): each writes its figures to the folder prometheus_client
+        # names, and any of them renders the sum
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
     def request(self, model: str, status: int, seconds: float) -> None:
         if self._prom is not None:
@@ -49,6 +54,8 @@ class Metrics:
     def batch(self, model: str, size: int) -> None:
         if self._prom is not None:
             self._sizes.labels(model).observe(size)
+            if self._shared:  # the other workers render this one's queue depth from its last value
+                self._depth.labels(model).set(self.depths().get(model, 0))
         else:
             self._batches.setdefault(model, [0, 0])
             self._batches[model][0] += 1
@@ -59,6 +66,12 @@ class Metrics:
         if self._prom is not None:
             for model, depth in depths.items():
                 self._depth.labels(model).set(depth)
+            if self._shared:
+                from prometheus_client import multiprocess
+
+                combined = self._prom.CollectorRegistry()
+                multiprocess.MultiProcessCollector(combined)
+                return self._prom.generate_latest(combined)
             return self._prom.generate_latest(self.registry)
         lines = [f'dlkit_requests_total{{model="{m}",status="{s}"}} {n}' for (m, s), n in sorted(self._counts.items())]
         for model, (runs, samples) in sorted(self._batches.items()):

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -201,9 +201,13 @@ def app(models: dict, settings: Settings):
         entry_of(request)
         return JSONResponse({"name": request.path_params["name"], "ready": True})
 
-    async def infer(scope, receive, send, name: str) -> int:
+    async def infer(scope, receive, send, name: str, started_at: float) -> int:
         """POST /v2/models/{name}/infer as a bare ASGI handler, the one path under load: no routing, request or
-        response objects per call (starlette serves the rest). Returns the status sent."""
+        response objects per call (starlette serves the rest). Returns the status sent. The metrics count the
+        request before its last byte goes out: a client that has its answer finds it counted."""
+        def record(code: int) -> None:
+            recorder.request(name, code, time.perf_counter() - started_at)
+
         counted, entry = False, None
         try:
             entry = entries.get(name)
@@ -234,10 +238,11 @@ def app(models: dict, settings: Settings):
                 outputs = await batchers[entry.name].submit(feeds)
             content, headers = oip.encode(entry.name, outputs, parsed)
         except oip.RequestError as err:
-            return await _send_error(send, err.status, err.message)
+            return await _send_error(send, err.status, err.message, record)
         except InvalidInputError as err:
-            return await _send_error(send, 400, str(err))
+            return await _send_error(send, 400, str(err), record)
         except _Disconnected:
+            record(499)
             return 499  # nobody to answer (nginx's code for it, in the log and metrics only)
         finally:
             if counted:  # a request refused while it was read or parsed is no longer on the way
@@ -245,6 +250,7 @@ def app(models: dict, settings: Settings):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(content)).encode()),
                                 *((k.encode(), v.encode()) for k, v in headers.items())]})
+        record(200)
         await send({"type": "http.response.body", "body": content})
         return 200
 
@@ -278,9 +284,11 @@ def app(models: dict, settings: Settings):
         infers = len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer"
         if expected is not None and path not in open_paths and not hmac.compare_digest(
                 next((v for k, v in scope["headers"] if k == b"authorization"), b""), expected):
-            code = await _send_error(send, 401, "missing or wrong token: send Authorization: Bearer <token>")
+            code = await _send_error(send, 401, "missing or wrong token: send Authorization: Bearer <token>",
+                                     (lambda c: recorder.request(parts[3], c, time.perf_counter() - started_at))
+                                     if infers else None)
         elif infers and scope["method"] == "POST":
-            code = await infer(scope, receive, send, parts[3])
+            code = await infer(scope, receive, send, parts[3], started_at)
         else:
             status = {}
 
@@ -292,7 +300,7 @@ def app(models: dict, settings: Settings):
             await application(scope, receive, send_status)
             code = status.get("code", 0)
         elapsed = time.perf_counter() - started_at
-        if infers:
+        if infers and scope["method"] != "POST":
             recorder.request(parts[3], code, elapsed)
         log.write(f'{(scope.get("client") or ("-",))[0]} "{scope["method"]} {path}" {code} {1000 * elapsed:.1f}ms')
 
@@ -321,9 +329,9 @@ async def _read_body(receive, declared: bytes | None, limit: int, limit_mb: floa
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send_error(send, status: int, message: str) -> int:
+async def _send_error(send, status: int, message: str, record: Callable[[int], None] | None = None) -> int:
     """`{"error": message}` with `status`; a 503 says when to retry, and a 401 or 413 closes the connection (its
-    body was not read, so the connection cannot carry another request)."""
+    body was not read, so the connection cannot carry another request). `record` counts it before the body."""
     body = oip.dumps({"error": message})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 503:
@@ -331,6 +339,8 @@ async def _send_error(send, status: int, message: str) -> int:
     if status in (401, 413):
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    if record is not None:
+        record(status)
     await send({"type": "http.response.body", "body": body})
     return status
 
@@ -355,8 +365,11 @@ class _AccessLog:
 
 
 def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host: str = "127.0.0.1",
-          port: int = 8000, settings: Settings | None = None, providers=None, threads: int | None = None) -> None:
-    """Loads the models and serves them until SIGTERM or Ctrl-C.
+          port: int = 8000, settings: Settings | None = None, providers=None, threads: int | None = None,
+          workers: int = 1) -> int:
+    """Loads the models and serves them until SIGTERM or Ctrl-C. With `workers` > 1, that many processes share the
+    port (`dlkit_runtime.workers`), each with its own copy of the models and `threads` (default: the physical
+    cores shared out) onnxruntime threads. Returns the exit code (0 after a clean stop).
 
     Raises:
         InvalidInputError: a bad model path, a duplicate name, or bad settings. MissingDependencyError: no uvicorn.
@@ -364,7 +377,7 @@ def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host
     from dlkit_runtime import Model
 
     settings = settings or Settings()
-    for value, name in ((settings.max_batch, "max_batch"), (settings.max_queue, "max_queue")):
+    for value, name in ((settings.max_batch, "max_batch"), (settings.max_queue, "max_queue"), (workers, "workers")):
         if not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     if settings.max_delay_ms < 0 or settings.max_body_mb <= 0:
@@ -374,33 +387,51 @@ def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host
     chosen = list(names) or [Path(p).name.removesuffix(".onnx") for p in paths]
     if len(set(chosen)) != len(chosen):
         raise InvalidInputError(f"two models would be served as the same name ({chosen}); name them with --name")
-    try:
-        import uvicorn  # noqa: F401  (missing: said before any model loads)
-    except ImportError as err:
-        raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
-                                     "with: pip install 'dlkit[serve]'") from err
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        models = {name: Model(path, providers=providers, threads=threads) for name, path in zip(chosen, paths)}
-    serve_models(models, host=host, port=port, settings=settings)
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise InvalidInputError(f"no model file {missing[0]}; give the path of an .onnx file")
+    _require_server()
+
+    def load() -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {name: Model(path, providers=providers, threads=threads) for name, path in zip(chosen, paths)}
+
+    if workers == 1:
+        return serve_models(load(), host=host, port=port, settings=settings)
+    if threads is None:
+        from dlkit_runtime.model import physical_cores
+
+        threads = max(1, physical_cores() // workers)
+    return serve_workers(load, chosen, workers, host=host, port=port, settings=settings)
 
 
-def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
-    """Serves loaded `dlkit_runtime.Model`s by name (a bundle's `serve.py` loads its model checked first)."""
-    try:
-        import uvicorn
-    except ImportError as err:
-        raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
-                                     "with: pip install 'dlkit[serve]'") from err
+def serve_workers(load: Callable[[], dict], names: Sequence[str], workers: int, *, host: str = "127.0.0.1",
+                  port: int = 8000, settings: Settings | None = None) -> int:
+    """`workers` processes serving on one port (`dlkit_runtime.workers`), each calling `load()` for its own
+    {name: Model} (models are loaded after the fork: onnxruntime's threads do not survive one). Returns the exit
+    code: 0 after a clean stop, else a failed worker's."""
+    from dlkit_runtime import workers as processes
+
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
+    _require_server()
+    sock = processes.listen(host, port)
+    _announce(list(names), host, port, settings or Settings(), f" with {workers} worker processes")
+    return processes.run(workers, sock, lambda shared: serve_models(load(), host=host, port=port, settings=settings,
+                                                                  sockets=[shared], announce=False))
+
+
+def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None,
+                 sockets: list | None = None, announce: bool = True) -> int:
+    """Serves loaded `dlkit_runtime.Model`s by name (a bundle's `serve.py` loads its model checked first), on
+    `host`:`port` or on listening `sockets` already bound. Returns 0 after a clean stop."""
+    uvicorn = _require_server()
     settings = settings or Settings()
     settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
-    chosen = list(models)
     application = app(models, settings)
-    if not _loopback(host) and settings.token is None:
-        print(f"warning: serving on {host} without a token: anyone who reaches this port can use the models; set "
-              f"--token or {TOKEN_ENV}", file=sys.stderr)
-    print(f"serving {', '.join(chosen)} on http://{host}:{port}/v2 (Open Inference Protocol)", file=sys.stderr,
-          flush=True)
+    if announce:
+        _announce(list(models), host, port, settings, "")
     # proxy_headers off: the access log names the peer that connected, not what an X-Forwarded-For claims
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
                             proxy_headers=False,
@@ -413,8 +444,28 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
     server = uvicorn.Server(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: setattr(server, "should_exit", True))
-    server.run()
-    print("stopped", file=sys.stderr)
+    server.run(sockets=sockets)
+    if announce:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def _require_server():
+    try:
+        import uvicorn
+    except ImportError as err:
+        raise MissingDependencyError("dlkit serve needs uvicorn and starlette, which are not installed; install them "
+                                     "with: pip install 'dlkit[serve]'") from err
+    return uvicorn
+
+
+def _announce(names: list, host: str, port: int, settings: Settings, how: str) -> None:
+    token = settings.token or os.environ.get(TOKEN_ENV) or None
+    if not _loopback(host) and token is None:
+        print(f"warning: serving on {host} without a token: anyone who reaches this port can use the models; set "
+              f"--token or {TOKEN_ENV}", file=sys.stderr)
+    print(f"serving {', '.join(names)} on http://{host}:{port}/v2 (Open Inference Protocol){how}", file=sys.stderr,
+          flush=True)
 
 
 def _loopback(host: str) -> bool:

@@ -268,28 +268,31 @@ def test_a_serve_bundle_serves_its_checked_model(onnx_exports, mnist_npz, tmp_pa
     assert set(SERVE_REQUIREMENTS) <= set((folder / "requirements.txt").read_text().split())
     assert "serve.py --port 8000" in (folder / "dlkit-serve.service.in").read_text()
     assert "tritonclient" in (folder / "README.md").read_text()
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen([sys.executable, str(folder / "serve.py"), "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=log, env=env)
-    try:
-        client = http.InferenceServerClient(f"127.0.0.1:{port}")
-        for _ in range(300):
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # not listening yet
-                time.sleep(0.1)
-        x = np.load(mnist_npz["cnn", "eval"])["pixels"][:3]
-        pixels = http.InferInput("pixels", list(x.shape), "FP32")
-        pixels.set_data_from_numpy(x)
-        got = client.infer("cnn", [pixels]).as_numpy("digit")
-        np.testing.assert_allclose(got, Model(onnx_exports["cnn"]).predict(x)["digit"], atol=1e-6)
-    finally:
-        _stop(proc)
-        log.close()
-    assert proc.returncode == 0
+    for workers in ("1", "2"):  # one process, then two sharing the port
+        port = _free_port()
+        log = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen([sys.executable, str(folder / "serve.py"), "--port", str(port), "--workers", workers],
+                                stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            client = http.InferenceServerClient(f"127.0.0.1:{port}")
+            for _ in range(300):
+                try:
+                    if client.is_server_ready():
+                        break
+                except Exception:  # not listening yet
+                    time.sleep(0.1)
+            x = np.load(mnist_npz["cnn", "eval"])["pixels"][:3]
+            pixels = http.InferInput("pixels", list(x.shape), "FP32")
+            pixels.set_data_from_numpy(x)
+            got = client.infer("cnn", [pixels]).as_numpy("digit")
+            np.testing.assert_allclose(got, Model(onnx_exports["cnn"]).predict(x)["digit"], atol=1e-6)
+        finally:
+            _stop(proc)
+            log.seek(0)
+            said = log.read()
+            log.close()
+        assert proc.returncode == 0, (workers, said[-2000:])
     tampered = folder / "cnn.onnx"
     data = bytearray(tampered.read_bytes())
     data[-20] ^= 1
@@ -374,3 +377,44 @@ def test_binding_beyond_loopback_without_a_token_warns(onnx_exports):
     finally:
         _stop(proc)  # SIGTERM while it starts: it stops (a start swallowed it once)
     assert first.startswith("warning: serving on 0.0.0.0 without a token") and "DLKIT_SERVE_TOKEN" in first, first
+
+
+def test_workers_share_the_port_sum_their_metrics_and_stop_cleanly(onnx_exports, mnist_npz, tmp_path):
+    """--workers 2: two processes accept on one port; 16 clients x 20 requests all get their own rows; /metrics
+    (from whichever worker answers) counts every request of both; SIGTERM stops both and the parent exits 0."""
+    x = np.load(mnist_npz["mlp", "eval"])["pixels"]
+    model = Model(onnx_exports["mlp_digits"])
+    with _server(onnx_exports["mlp_digits"], "--workers", "2") as (url, proc):
+        children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        assert len(children) == 2, children
+
+        def client(k):
+            worst = 0.0
+            for i in range(20):
+                rows = x[k * 20 + i:k * 20 + i + 1]
+                status, _, content = _post(f"{url}/v2/models/mlp_digits/infer", _json_infer("pixels", rows))
+                assert status == 200, content[:300]
+                got = np.array(json.loads(content)["outputs"][0]["data"], np.float32).reshape(1, 10)
+                worst = max(worst, float(np.abs(got - model.predict(rows)["digit"]).max()))
+            return worst
+
+        with ThreadPoolExecutor(16) as pool:
+            worst = max(pool.map(client, range(16)))
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not any(os.path.exists(f"/proc/{pid}/status") and "zombie" not in open(f"/proc/{pid}/status").read()
+                       for pid in children)
+    assert worst <= 1e-5  # the same rows in a batch of another size: float32 round-off of a 2-layer MLP at most
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if "mlp_digits" in line and not line.startswith("#")}
+    assert values['dlkit_requests_total{model="mlp_digits",status="200"}'] == 16 * 20
+
+
+def test_a_worker_that_cannot_load_its_model_stops_the_server(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    done = subprocess.run([sys.executable, "-m", "dlkit", "serve", str(broken), "--workers", "2", "--port",
+                           str(_free_port())], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Error: " in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout == ""

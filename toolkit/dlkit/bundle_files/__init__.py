@@ -132,4 +132,8 @@ x = http.InferInput(name, list(batch.shape), "FP32")
 x.set_data_from_numpy(batch)
 print(client.infer("{name}", [x], headers=token).get_response())
 ```
+
+Many small requests at once (several clients): `--workers 4` runs four server processes on the port, one per core
+of a Pi, each with its own copy of the model. One Python process parses HTTP on one core at most; for a small model
+that, not the model, bounds the requests per second.
 """

@@ -1,6 +1,6 @@
 """Serves this bundle's model over HTTP with the Open Inference Protocol (KServe v2), batching concurrent requests.
 
-    .venv/bin/python serve.py [--host 127.0.0.1] [--port 8000] [--token TOKEN]
+    .venv/bin/python serve.py [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--workers N]
 
 The model's sha256 is checked against manifest.json before it is served; then: GET /v2/health/ready,
 GET /v2/models/NAME, POST /v2/models/NAME/infer (JSON, or the binary extension tritonclient sends). Needs the
@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bundled dlkit_runtime, whatever else is installed
 
 from dlkit_runtime.errors import DlkitError  # noqa: E402
-from dlkit_runtime.manifest import open_model, read_manifest  # noqa: E402
-from dlkit_runtime.serving import TOKEN_ENV, Settings, serve_models  # noqa: E402
+from dlkit_runtime.manifest import check_sha256, open_model, read_manifest  # noqa: E402
+from dlkit_runtime.serving import TOKEN_ENV, Settings, serve_models, serve_workers  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,17 +28,22 @@ def main(argv=None) -> int:
     parser.add_argument("--token", default=None, help=f"require Authorization: Bearer TOKEN (or {TOKEN_ENV})")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing the port, each with its own copy of the model")
     args = parser.parse_args(argv)
     try:
         manifest = read_manifest(HERE)
-        model = open_model(HERE)
         name = manifest.models[0].file.removesuffix(".onnx")
-        serve_models({name: model}, host=args.host, port=args.port,
-                     settings=Settings(args.max_batch, args.max_delay_ms, token=args.token))
+        settings = Settings(args.max_batch, args.max_delay_ms, token=args.token)
+        if args.workers == 1:
+            return serve_models({name: open_model(HERE)}, host=args.host, port=args.port, settings=settings)
+        entry = manifest.model(None)
+        check_sha256((HERE / entry.file).read_bytes(), entry.sha256, HERE / entry.file)  # before any worker starts
+        return serve_workers(lambda: {name: open_model(HERE)}, [name], args.workers, host=args.host, port=args.port,
+                             settings=settings)
     except DlkitError as err:
         print(f"Error: {err}", file=sys.stderr)
         return err.exit_code
-    return 0
 
 
 if __name__ == "__main__":

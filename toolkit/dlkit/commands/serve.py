@@ -22,8 +22,13 @@ import click
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
               help="Largest request body (413 above it).")
 @click.option("--providers", help="Execution providers in order, e.g. 'cuda,cpu'. [default: all available]")
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per model. [default: physical cores]")
-def command(models, names, host, port, token, max_batch, max_delay_ms, max_queue, max_body_mb, providers, threads):
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads per model. [default: physical cores, shared out among the workers]")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes sharing the port, each with its own copy of the models: more requests per "
+                   "second for small models (one process parses HTTP on one core at most).")
+def command(models, names, host, port, token, max_batch, max_delay_ms, max_queue, max_body_mb, providers, threads,
+            workers):
     """Serve MODELS (.onnx) over HTTP with the Open Inference Protocol (KServe v2, Triton's HTTP/REST API).
 
     GET /v2/health/ready, GET /v2/models/NAME, POST /v2/models/NAME/infer (JSON or the binary tensor extension,
@@ -31,5 +36,7 @@ def command(models, names, host, port, token, max_batch, max_delay_ms, max_queue
     """
     from dlkit_runtime.serving import Settings, serve
 
-    serve(models, names=names, host=host, port=port, providers=providers, threads=threads,
-          settings=Settings(max_batch, max_delay_ms, max_queue, max_body_mb, token=token))
+    code = serve(models, names=names, host=host, port=port, providers=providers, threads=threads, workers=workers,
+                 settings=Settings(max_batch, max_delay_ms, max_queue, max_body_mb, token=token))
+    if code:
+        click.get_current_context().exit(code)
