@@ -61,12 +61,17 @@ def run(count: int, sock: socket.socket, work: Callable[[socket.socket], None]) 
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        stops = {signal.SIGTERM, signal.SIGINT}
         for _ in range(count):
+            if state["stopping"]:
+                break
             sys.stderr.flush()
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # a stop waits until the new worker has its own handlers
             pid = os.fork()
             if pid == 0:
-                _worker(sock, work, previous)
+                _worker(sock, work, previous, stops)
             alive.add(pid)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         while alive:
             pid, status = os.wait()
             alive.discard(pid)
@@ -96,13 +101,14 @@ def _stopped(*_):
     raise _Stopped()
 
 
-def _worker(sock, work, previous) -> None:
+def _worker(sock, work, previous, stops) -> None:
     """The child: a stop while it starts ends it cleanly (the server, once up, drains on its own handlers), then
     the work, and an exit that never returns into the parent's code."""
     code = 0
     try:
         for sig in previous:
             signal.signal(sig, _stopped)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         work(sock)
     except _Stopped:
         code = 0
