@@ -98,3 +98,36 @@ def test_grouped_convolution_and_exact_gelu(tmp_path):
     assert groups == [4, 16]
     assert "Erf" in _ops(result.path)
     assert result.max_abs_error <= FLOAT_BOUND
+
+
+def test_preprocessing_layers_export_and_augmentation_vanishes(tmp_path):
+    """The preprocessing a vision model carries into inference (RandomFlip, RandomRotation, RandomZoom and
+    RandomContrast, which are identities at inference; Rescaling; Resizing; CenterCrop; Normalization per channel,
+    adapted), saved as .keras: one input, no random op left, and parity on real-looking images (0-255)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(3).uniform(0, 255, (32, 40, 40, 3)).astype(np.float32)
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(images / 255.0)
+    inputs = keras.Input((40, 40, 3), name="image")
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.RandomRotation(0.1)(x)
+    x = keras.layers.RandomZoom(0.2)(x)
+    x = keras.layers.RandomContrast(0.2)(x)
+    x = keras.layers.Rescaling(1 / 255.0)(x)
+    x = keras.layers.Resizing(32, 32)(x)
+    x = keras.layers.CenterCrop(28, 28)(x)
+    x = norm(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="scores")(x))
+    path = tmp_path / "vision.keras"
+    model.save(path)
+    result = dlkit.export(path, tmp_path / "vision.onnx", sample_data={"image": images})
+    ops = set(_ops(result.path))
+    assert [i.name for i in graph_inputs(onnx.load(result.path))] == ["image"]
+    assert not {op for op in ops if op.startswith("Random")}, ops  # RandomUniform/RandomNormal: augmentation left in
+    assert "Resize" in ops
+    # Bilinear resizing and a 3x3 conv of values normalized to about unit scale: float32 round-off, 1e-5 of the scale
+    assert result.max_abs_error <= FLOAT_BOUND * max(1.0, float(np.abs(model.predict(images, verbose=0)).max()))
