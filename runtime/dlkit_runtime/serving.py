@@ -430,6 +430,10 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
     settings = settings or Settings()
     settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
     application = app(models, settings)
+    if sockets is None:  # bound here: a busy port is a one-line error, before the server says it serves
+        from dlkit_runtime import workers as processes
+
+        sockets = [processes.listen(host, port)]
     if announce:
         _announce(list(models), host, port, settings, "")
     # proxy_headers off: the access log names the peer that connected, not what an X-Forwarded-For claims

@@ -27,7 +27,7 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to it
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The listening socket the workers share (a busy port is a one-line error here, before any fork)."""
+    """The listening socket the server (or its workers) accepts on; a busy port is a one-line error here."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

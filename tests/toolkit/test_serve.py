@@ -418,3 +418,16 @@ def test_a_worker_that_cannot_load_its_model_stops_the_server(tmp_path):
                            str(_free_port())], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Error: " in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_busy_port_is_a_one_line_error(onnx_exports, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "dlkit", "serve", str(onnx_exports["mlp_digits"]), "--port",
+                               str(port), "--workers", workers], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"Error: cannot listen on 127.0.0.1:{port} (Address already in "
+                                                    "use); choose another --port or --host")
