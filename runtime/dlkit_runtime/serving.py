@@ -167,8 +167,8 @@ def app(models: dict, settings: Settings):
     batchers: dict[str, _Batcher] = {}
     limit = int(settings.max_body_mb * (1 << 20))
 
-    def error(status: int, message: str, **headers) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
 
     def entry_of(request) -> _Entry:
         name = request.path_params["name"]
