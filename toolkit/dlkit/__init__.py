@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from dlkit.benchmark import BenchResult, bench
     from dlkit.bundling import BundleResult, bundle
     from dlkit.demo import DemoResult, demo
-    from dlkit.exporting import ExportResult, export
+    from dlkit.export_results import ExportResult
+    from dlkit.exporting import export
     from dlkit.inspection import InspectResult, inspect
     from dlkit.quantization import QuantizeResult, quantize
     from dlkit.verification import VerifyResult, verify
@@ -36,7 +37,7 @@ _LAZY = {
     "demo": "dlkit.demo",
     "DemoResult": "dlkit.demo",
     "export": "dlkit.exporting",
-    "ExportResult": "dlkit.exporting",
+    "ExportResult": "dlkit.export_results",
     "bench": "dlkit.benchmark",
     "BenchResult": "dlkit.benchmark",
     "bundle": "dlkit.bundling",
