@@ -15,7 +15,7 @@ def command() -> None:
 
     \b
     A device is Debian bookworm's aarch64 Python 3.11 with the wheels a bundle installs (numpy, onnxruntime,
-    Pillow, uvicorn, starlette), run by qemu user-mode as the device's CPU (Cortex-A72 for rpi4, Cortex-A76 for
+    Pillow, and the server's: uvicorn, starlette, httptools, uvloop, orjson), run by qemu user-mode as the device's CPU (Cortex-A72 for rpi4, Cortex-A76 for
     rpi5, Neoverse N1 for aarch64). Integer and float arithmetic are emulated exactly: the figures are the device's.
     Emulation is about 100x slower than the device: emulated timings mean nothing and dlkit never reports them.
     Needs qemu-user-static (sudo apt-get install qemu-user-static); no root rights, no change to the system.

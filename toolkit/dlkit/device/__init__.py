@@ -42,8 +42,8 @@ def setup(name: str, *, log: Callable[[str], None] | None = None) -> DeviceSetup
     """Builds (the first time) or checks the emulated `name` ("rpi4", "rpi5" or "aarch64"), then starts it once.
 
     The first time it downloads Debian bookworm's arm64 python3.11 and its libraries (about 30 MB, from
-    deb.debian.org) and the aarch64 wheels a bundle installs (numpy, onnxruntime, Pillow, uvicorn, starlette: about
-    40 MB, from PyPI), into `~/.cache/dlkit/device` (`$DLKIT_DEVICE_CACHE`). It needs qemu-user-static and, on a
+    deb.debian.org) and the aarch64 wheels a bundle installs (numpy, onnxruntime, Pillow, and the server's
+    uvicorn, starlette, httptools, uvloop, orjson: about 50 MB, from PyPI), into `~/.cache/dlkit/device` (`$DLKIT_DEVICE_CACHE`). It needs qemu-user-static and, on a
     non-Debian host, Debian's archive keyring; no root rights and no change to the system.
 
     Raises:
