@@ -208,28 +208,27 @@ def app(models: dict, settings: Settings):
         def record(code: int) -> None:
             recorder.request(name, code, time.perf_counter() - started_at)
 
-        counted, entry = False, None
         try:
             entry = entries.get(name)
             if entry is None:
                 raise oip.RequestError(404, f"no model '{name}' here; the models are {sorted(entries)}")
-            entry.arriving += 1
-            counted = True
-            declared = length = None
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    declared = value
-                elif key == b"inference-header-content-length":
-                    length = value.decode("latin-1")
-            body = await _read_body(receive, declared, limit, settings.max_body_mb)
-            parsed = oip.parse(body, length, entry.model.inputs, [o.name for o in entry.model.outputs],
-                               settings.max_elements)
+            entry.arriving += 1  # on the way while it is read and parsed, refused or not
+            try:
+                declared = length = None
+                for key, value in scope["headers"]:
+                    if key == b"content-length":
+                        declared = value
+                    elif key == b"inference-header-content-length":
+                        length = value.decode("latin-1")
+                body = await _read_body(receive, declared, limit, settings.max_body_mb)
+                parsed = oip.parse(body, length, entry.model.inputs, [o.name for o in entry.model.outputs],
+                                   settings.max_elements)
+                feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
+            finally:
+                entry.arriving -= 1
             if entry.name not in batchers:
                 batchers[entry.name] = _Batcher(entry, settings)
                 asyncio.get_running_loop().create_task(batchers[entry.name].run())
-            feeds = {k: np.ascontiguousarray(v) for k, v in parsed.inputs.items()}
-            entry.arriving -= 1
-            counted = False
             if entry.seconds < INLINE_SECONDS and not entry.busy and entry.queue.empty():
                 outputs = entry.predict(feeds)  # fast and nothing waiting: at once, on the loop (no batch to wait for)
             elif entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
@@ -244,15 +243,7 @@ def app(models: dict, settings: Settings):
         except _Disconnected:
             record(499)
             return 499  # nobody to answer (nginx's code for it, in the log and metrics only)
-        finally:
-            if counted:  # a request refused while it was read or parsed is no longer on the way
-                entry.arriving -= 1
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(content)).encode()),
-                                *((k.encode(), v.encode()) for k, v in headers.items())]})
-        record(200)
-        await send({"type": "http.response.body", "body": content})
-        return 200
+        return await _respond(send, 200, content, [(k.encode(), v.encode()) for k, v in headers.items()], record)
 
     async def not_post(request):
         return error(405, "infer takes POST")
@@ -331,14 +322,19 @@ async def _read_body(receive, declared: bytes | None, limit: int, limit_mb: floa
 
 async def _send_error(send, status: int, message: str, record: Callable[[int], None] | None = None) -> int:
     """`{"error": message}` with `status`; a 503 says when to retry, and a 401 or 413 closes the connection (its
-    body was not read, so the connection cannot carry another request). `record` counts it before the body."""
-    body = oip.dumps({"error": message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body was not read, so the connection cannot carry another request)."""
+    headers = [(b"content-type", b"application/json")]
     if status == 503:
         headers.append((b"retry-after", b"1"))
     if status in (401, 413):
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    return await _respond(send, status, oip.dumps({"error": message}), headers, record)
+
+
+async def _respond(send, status: int, body: bytes, headers: list, record: Callable[[int], None] | None) -> int:
+    """One whole answer, its length declared; `record` counts it before the body goes out. Returns `status`."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), *headers]})
     if record is not None:
         record(status)
     await send({"type": "http.response.body", "body": body})

@@ -79,6 +79,26 @@ def _post(url, body: bytes, headers=None):
         return err.code, dict(err.headers), err.read()
 
 
+def _worst_json_answer(url, model_name, model, input_name, batches) -> float:
+    """Posts each batch as a JSON infer request (200 expected) and returns the largest difference of an answer
+    from `model.predict` on the same rows."""
+    worst = 0.0
+    for rows in batches:
+        status, _, content = _post(f"{url}/v2/models/{model_name}/infer", _json_infer(input_name, rows))
+        assert status == 200, content[:300]
+        output = json.loads(content)["outputs"][0]
+        expected = next(iter(model.predict(rows).values()))
+        got = np.array(output["data"], np.float32).reshape(expected.shape)
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def _metric_values(text: str, model_name: str) -> dict[str, float]:
+    """A model's samples from Prometheus' text format, by name with labels."""
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if f'model="{model_name}"' in line and not line.startswith("#")}
+
+
 def _json_infer(name, x, dtype="FP32"):
     return json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype,
                                    "data": x.reshape(-1).tolist()}]}).encode()
@@ -195,9 +215,7 @@ def test_concurrent_clients_get_their_own_rows_in_shared_batches(served, onnx_ex
     with ThreadPoolExecutor(32) as pool:
         worst = max(pool.map(client, range(32)))
     assert worst <= 1e-5  # the same rows in a batch of another size: float32 round-off of a 2-layer MLP at most
-    metrics = urllib.request.urlopen(url + "/metrics").read().decode()  # Prometheus' text format
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if "mlp_digits" in line and not line.startswith("#")}
+    values = _metric_values(urllib.request.urlopen(url + "/metrics").read().decode(), "mlp_digits")
     requests = values['dlkit_requests_total{model="mlp_digits",status="200"}']
     runs = values['dlkit_batch_size_count{model="mlp_digits"}']
     assert requests >= 32 * 40 and runs <= requests and values['dlkit_batch_size_sum{model="mlp_digits"}'] >= requests
@@ -347,20 +365,10 @@ def test_concurrent_requests_for_a_slower_model_share_batches(tmp_path):
     rng = np.random.default_rng(5)
     rows = [rng.standard_normal((8, 1024)).astype(np.float32) for _ in range(48)]
     with _server(slow, "--threads", "1") as (url, _):
-        def client(k):
-            worst = 0.0
-            for x in rows[k * 6:(k + 1) * 6]:
-                status, _, content = _post(f"{url}/v2/models/slow/infer", _json_infer("x", x))
-                assert status == 200, content[:300]
-                got = np.array(json.loads(content)["outputs"][0]["data"], np.float32).reshape(8, 1024)
-                worst = max(worst, float(np.abs(got - model.predict(x)["y"]).max()))
-            return worst
-
         with ThreadPoolExecutor(8) as pool:
-            worst = max(pool.map(client, range(8)))
-        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if 'model="slow"' in line and not line.startswith("#")}
+            worst = max(pool.map(lambda k: _worst_json_answer(url, "slow", model, "x", rows[k * 6:(k + 1) * 6]),
+                                 range(8)))
+        values = _metric_values(urllib.request.urlopen(url + "/metrics").read().decode(), "slow")
     assert values['dlkit_requests_total{model="slow",status="200"}'] == 48
     assert values['dlkit_batch_size_sum{model="slow"}'] == 48 * 8
     assert values['dlkit_batch_size_count{model="slow"}'] < 48, values  # some requests ran together
@@ -388,26 +396,15 @@ def test_workers_share_the_port_sum_their_metrics_and_stop_cleanly(onnx_exports,
         children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
         assert len(children) == 2, children
 
-        def client(k):
-            worst = 0.0
-            for i in range(20):
-                rows = x[k * 20 + i:k * 20 + i + 1]
-                status, _, content = _post(f"{url}/v2/models/mlp_digits/infer", _json_infer("pixels", rows))
-                assert status == 200, content[:300]
-                got = np.array(json.loads(content)["outputs"][0]["data"], np.float32).reshape(1, 10)
-                worst = max(worst, float(np.abs(got - model.predict(rows)["digit"]).max()))
-            return worst
-
         with ThreadPoolExecutor(16) as pool:
-            worst = max(pool.map(client, range(16)))
-        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+            worst = max(pool.map(lambda k: _worst_json_answer(
+                url, "mlp_digits", model, "pixels", [x[i:i + 1] for i in range(k * 20, k * 20 + 20)]), range(16)))
+        values = _metric_values(urllib.request.urlopen(url + "/metrics").read().decode(), "mlp_digits")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not any(os.path.exists(f"/proc/{pid}/status") and "zombie" not in open(f"/proc/{pid}/status").read()
                        for pid in children)
     assert worst <= 1e-5  # the same rows in a batch of another size: float32 round-off of a 2-layer MLP at most
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if "mlp_digits" in line and not line.startswith("#")}
     assert values['dlkit_requests_total{model="mlp_digits",status="200"}'] == 16 * 20
 
 
