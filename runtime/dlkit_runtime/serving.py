@@ -21,13 +21,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from dlkit_runtime import oip
+from dlkit_runtime.batching import INLINE_SECONDS, Batcher, Entry, batch_first, rows_of
 from dlkit_runtime.metrics import CONTENT_TYPE, Metrics
-from dlkit_runtime.errors import DlkitError, InvalidInputError, MissingDependencyError
+from dlkit_runtime.errors import InvalidInputError, MissingDependencyError
 
 TOKEN_ENV = "DLKIT_SERVE_TOKEN"
 
@@ -45,114 +46,6 @@ class Settings:
     token: str | None = None
 
 
-@dataclass
-class _Entry:
-    name: str
-    model: Any
-    batched: bool
-    queue: asyncio.Queue | None = None
-    seconds: float = 1.0  # a run's time, smoothed: under INLINE_SECONDS it runs on the event loop, no thread hop
-    busy: bool = False
-    recorder: Any = None
-    arriving: int = 0  # requests for this model being read or parsed: a batch about to run waits for them
-
-    def predict(self, feeds: dict) -> dict:
-        started = time.perf_counter()
-        outputs = self.model.predict(feeds)
-        self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - started)
-        if self.recorder is not None:
-            self.recorder.batch(self.name, _rows(feeds))
-        return outputs
-
-
-INLINE_SECONDS = 0.0005  # a model this fast runs in the event loop: handing it to a thread would cost more
-
-
-class _Batcher:
-    """One model's queue and the task that runs what waits in it, together when its shapes allow."""
-
-    def __init__(self, entry: _Entry, settings: Settings):
-        self.entry, self.settings = entry, settings
-        entry.queue = asyncio.Queue(maxsize=settings.max_queue)
-
-    async def submit(self, feeds: dict) -> dict:
-        future = asyncio.get_running_loop().create_future()
-        try:
-            self.entry.queue.put_nowait((feeds, future))
-        except asyncio.QueueFull:
-            raise oip.RequestError(503, f"model '{self.entry.name}' has {self.settings.max_queue} requests waiting; "
-                                        "retry shortly") from None
-        return await future
-
-    async def run(self) -> None:
-        """Takes the first waiting request, and with it those already waiting of the same shapes up to max_batch.
-        While other requests for the model are still being read or parsed, it lets them finish and join, for at
-        most max_delay_ms; with none on the way it runs at once (no added latency at concurrency 1, and no idle
-        wait when every client is already in the batch)."""
-        queue, pending = self.entry.queue, None
-        while True:
-            first = pending or await queue.get()
-            pending, group, rows = None, [first], _rows(first[0])
-            if self.entry.batched:
-                deadline = time.perf_counter() + self.settings.max_delay_ms / 1000
-                while True:
-                    while rows < self.settings.max_batch and pending is None:
-                        try:
-                            item = queue.get_nowait()
-                        except asyncio.QueueEmpty:
-                            break
-                        if _signature(item[0]) != _signature(first[0]) or rows + _rows(item[0]) > self.settings.max_batch:
-                            pending = item  # the next batch starts with it
-                        else:
-                            group.append(item)
-                            rows += _rows(item[0])
-                    if rows >= self.settings.max_batch or pending is not None or not self.entry.arriving \
-                            or time.perf_counter() >= deadline:
-                        break
-                    await asyncio.sleep(0)  # the requests on the way get their turn to be read and queued
-            await self._run(group)
-
-    async def _run(self, group: list) -> None:
-        loop = asyncio.get_running_loop()
-        feeds = group[0][0] if len(group) == 1 else {k: np.concatenate([g[0][k] for g in group]) for k in group[0][0]}
-        self.entry.busy = True
-        try:
-            if self.entry.seconds < INLINE_SECONDS:
-                outputs = self.entry.predict(feeds)
-            else:
-                outputs = await loop.run_in_executor(None, self.entry.predict, feeds)
-        except Exception as err:  # the batcher must outlive any request; a bad input is the client's, 400
-            failure = oip.RequestError(400 if isinstance(err, DlkitError) else 500,
-                                       str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        finally:
-            self.entry.busy = False
-        start = 0
-        for part, future in group:
-            count = _rows(part)
-            if not future.done():
-                future.set_result(outputs if len(group) == 1 else {k: v[start:start + count] for k, v in outputs.items()})
-            start += count
-
-
-def _rows(feeds: dict) -> int:
-    return len(next(iter(feeds.values())))
-
-
-def _signature(feeds: dict) -> tuple:
-    return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feeds.items()))
-
-
-def _batch_first(model) -> bool:
-    """A dynamic batch axis on every input, and every output with its batch axis first (from the model's shapes)."""
-    if not model.inputs or any(not i.shape or isinstance(i.shape[0], int) for i in model.inputs):
-        return False
-    return all(o.shape and not isinstance(o.shape[0], int) for o in model.outputs)
-
-
 def app(models: dict, settings: Settings):
     """The ASGI application for `models` ({name: dlkit_runtime.Model})."""
     try:
@@ -163,14 +56,14 @@ def app(models: dict, settings: Settings):
         raise MissingDependencyError("dlkit serve needs starlette and uvicorn, which are not installed; install them "
                                      "with: pip install 'dlkit[serve]'") from err
     recorder = Metrics(lambda: {n: e.queue.qsize() if e.queue is not None else 0 for n, e in entries.items()})
-    entries = {name: _Entry(name, model, _batch_first(model), recorder=recorder) for name, model in models.items()}
-    batchers: dict[str, _Batcher] = {}
+    entries = {name: Entry(name, model, batch_first(model), recorder=recorder) for name, model in models.items()}
+    batchers: dict[str, Batcher] = {}
     limit = int(settings.max_body_mb * (1 << 20))
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    def entry_of(request) -> _Entry:
+    def entry_of(request) -> Entry:
         name = request.path_params["name"]
         if name not in entries:
             raise oip.RequestError(404, f"no model '{name}' here; the models are {sorted(entries)}")
@@ -227,11 +120,11 @@ def app(models: dict, settings: Settings):
             finally:
                 entry.arriving -= 1
             if entry.name not in batchers:
-                batchers[entry.name] = _Batcher(entry, settings)
+                batchers[entry.name] = Batcher(entry, settings)
                 asyncio.get_running_loop().create_task(batchers[entry.name].run())
             if entry.seconds < INLINE_SECONDS and not entry.busy and entry.queue.empty():
                 outputs = entry.predict(feeds)  # fast and nothing waiting: at once, on the loop (no batch to wait for)
-            elif entry.batched and _rows(feeds) > settings.max_batch:  # too big to share a batch: run it alone
+            elif entry.batched and rows_of(feeds) > settings.max_batch:  # too big to share a batch: run it alone
                 outputs = await asyncio.get_running_loop().run_in_executor(None, entry.predict, feeds)
             else:
                 outputs = await batchers[entry.name].submit(feeds)
