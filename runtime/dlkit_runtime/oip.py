@@ -66,17 +66,14 @@ def _codec():
 
 def datatype(dtype: Any) -> str:
     try:
-        return _KNOWN[dtype]
-    except (KeyError, TypeError):  # not seen yet, or unhashable
-        name = _NAMES.get(np.dtype(dtype).name, "BYTES")
-    try:
-        _KNOWN[dtype] = name
-    except TypeError:
-        pass
-    return name
+        return _datatype(dtype)  # np.dtype() per call costs microseconds per tensor
+    except TypeError:  # unhashable
+        return _NAMES.get(np.dtype(dtype).name, "BYTES")
 
 
-_KNOWN: dict = {}  # dtype (as given) -> datatype: np.dtype() per call costs microseconds per tensor
+@functools.lru_cache(maxsize=64)
+def _datatype(dtype: Any) -> str:
+    return _NAMES.get(np.dtype(dtype).name, "BYTES")
 
 
 def parse(body: bytes, header_length: str | None, inputs: Sequence[TensorInfo], outputs: Sequence[str],

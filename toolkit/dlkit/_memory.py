@@ -84,7 +84,11 @@ def collected_tf2onnx_passes():
             return factory(*args, **kwargs)
         return make
 
-    optimizer._get_optimizers = lambda: type(original())((name, collecting(f)) for name, f in original().items())
+    def wrapped():
+        passes = original()
+        return type(passes)((name, collecting(factory)) for name, factory in passes.items())
+
+    optimizer._get_optimizers = wrapped
     try:
         yield
     finally:
