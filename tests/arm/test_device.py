@@ -186,7 +186,7 @@ def test_quantize_figures_on_device(arm_env, onnx_exports, mnist_npz, device_cas
                             target="rpi4", device="rpi4")
     assert result.computed_on["device"] == "rpi4" and result.computed_on["cpu"]["family"] == "arm64"
     assert result.warnings == ()
-    from dlkit.sessions import predict
+    from dlkit.core.sessions import predict
 
     with np.load(eval_data) as archive, Emulator("rpi4") as emulator:  # in quantize's batches
         scores = predict(emulator.load(out), {"pixels": archive["pixels"]}, result.eval_batch_size)["digit"]

@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dlkit import cleanup, int8_layout
+from dlkit.core import graph_cleanup as cleanup
+from dlkit.quantization import int8_layout
 
 
 def _model(nodes, inputs, outputs, inits=()):

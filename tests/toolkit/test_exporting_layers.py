@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 import dlkit
-from dlkit.sessions import graph_inputs
+from dlkit.core.sessions import graph_inputs
 
 FLOAT_BOUND = 1e-5
 

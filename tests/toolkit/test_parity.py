@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from dlkit.errors import InvalidInputError, ShapeMismatchError
-from dlkit.datasources import open_data
-from dlkit.parity import compare, fit_array, random_inputs
-from dlkit.tensors import TensorInfo, parse_input_spec
+from dlkit.core.datasources import open_data
+from dlkit.core.parity import compare, fit_array, random_inputs
+from dlkit.core.tensors import TensorInfo, parse_input_spec
 
 
 def test_compare_figures():

@@ -250,8 +250,8 @@ def test_image_folder_calibration_resized_and_scaled(model_files, mnist_test, mn
 def test_image_folder_labels_by_class_name(tmp_path):
     from PIL import Image
 
-    from dlkit.datasources import open_data
-    from dlkit.tensors import TensorInfo
+    from dlkit.core.datasources import open_data
+    from dlkit.core.tensors import TensorInfo
 
     info = (TensorInfo("pixels", "float32", (None, 4, 4, 1)),)
     for digit in ("3", "7"):  # classes 0-2 and 4-6 have no folder: the numbers still mean the digits

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlkit import plots, report
-from dlkit.verification import verify
+from dlkit.verification import plots
+from dlkit.verification import report
+from dlkit.verification.pipeline import verify
 
 BACKGROUND = (255, 255, 255)
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import dlkit
-from dlkit import targets
+from dlkit.core import targets
 from dlkit.cli import cli
 from dlkit_runtime import Model, cpu
 

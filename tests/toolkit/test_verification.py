@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import dlkit
-from dlkit import parity
+from dlkit.core import parity
 from dlkit.cli import cli
 from dlkit.errors import InvalidInputError, ShapeMismatchError
-from dlkit.verification import HISTOGRAM_EDGES, WORST_SAMPLES, verify
+from dlkit.verification.pipeline import HISTOGRAM_EDGES, WORST_SAMPLES, verify
 from dlkit_runtime import Model
 
 

@@ -24,26 +24,24 @@ from dlkit.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from dlkit.benchmark import BenchResult, bench
     from dlkit.bundling import BundleResult, bundle
-    from dlkit.demo import DemoResult, demo
-    from dlkit.export_results import ExportResult
-    from dlkit.exporting import export
-    from dlkit.inspection import InspectResult, inspect
+    from dlkit.demonstration import DemoResult, demo
+    from dlkit.exporting import ExportResult, export
     from dlkit.quantization import QuantizeResult, quantize
+    from dlkit.running import BenchResult, InspectResult, bench, inspect
     from dlkit.verification import VerifyResult, verify
 
 _LAZY = {
-    "demo": "dlkit.demo",
-    "DemoResult": "dlkit.demo",
+    "demo": "dlkit.demonstration",
+    "DemoResult": "dlkit.demonstration",
     "export": "dlkit.exporting",
-    "ExportResult": "dlkit.export_results",
-    "bench": "dlkit.benchmark",
-    "BenchResult": "dlkit.benchmark",
+    "ExportResult": "dlkit.exporting",
+    "bench": "dlkit.running",
+    "BenchResult": "dlkit.running",
     "bundle": "dlkit.bundling",
     "BundleResult": "dlkit.bundling",
-    "inspect": "dlkit.inspection",
-    "InspectResult": "dlkit.inspection",
+    "inspect": "dlkit.running",
+    "InspectResult": "dlkit.running",
     "quantize": "dlkit.quantization",
     "QuantizeResult": "dlkit.quantization",
     "verify": "dlkit.verification",

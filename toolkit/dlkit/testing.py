@@ -40,7 +40,7 @@ def assert_parity(
         >>> def test_int8_model_is_shippable():
         ...     assert_parity("cnn.keras", "cnn.int8.onnx", "mnist_test.npz", max_accuracy_drop=0.005)
     """
-    from dlkit.verification import verify
+    from dlkit.verification.pipeline import verify
 
     __tracebackhide__ = True  # pytest shows the caller's line, not this one
     result = verify(reference, candidates, data, random=random, atol=atol, min_agreement=min_agreement,

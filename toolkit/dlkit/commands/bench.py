@@ -26,7 +26,7 @@ from dlkit.errors import InvalidInputError
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, batch, threads, providers, runs, warmup, compare, dynamic_size, strict, as_json):
     """Time MODEL (.onnx) here: cold start, latency percentiles, throughput and peak memory."""
-    from dlkit.benchmark import bench
+    from dlkit.running.benchmark import bench
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

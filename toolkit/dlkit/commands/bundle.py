@@ -30,7 +30,7 @@ def command(model, output, target, float_model, threads, serve, check_on_device,
 
     On the device: ./install.sh, then .venv/bin/python predict.py INPUT (the bundle's README says more).
     """
-    from dlkit.bundling import bundle
+    from dlkit.bundling.pipeline import bundle
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the result's warnings are printed below

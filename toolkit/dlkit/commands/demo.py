@@ -21,7 +21,7 @@ from dlkit.errors import ToleranceError
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, out, target, samples, as_json):
     """Run the main job on a sample model: export, quantize, verify, bench and bundle, then summarize."""
-    from dlkit.demo import demo
+    from dlkit.demonstration import demo
 
     result = demo(model, out, samples=samples, target=target,
                   progress=None if as_json else lambda line: click.echo(line, err=True))

@@ -41,7 +41,7 @@ def command(model, output, opset, atol, sample_data, num_samples, input_specs, b
     The export is run by Keras and onnxruntime on the same inputs; if any output differs by more than --atol,
     no file is written and the exit code is 4.
     """
-    from dlkit.exporting import export
+    from dlkit.exporting.pipeline import export
 
     result = export(
         model, output, opset=opset, atol=atol, sample_data=sample_data, num_samples=num_samples,

@@ -17,7 +17,7 @@ from dlkit.commands import _render
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, providers, no_placement, as_json):
     """Describe MODEL (.onnx): tensors, opsets, ops, parameters, metadata, quantization and op placement."""
-    from dlkit.inspection import inspect
+    from dlkit.running.inspection import inspect
 
     result = inspect(model, providers=providers, placement=not no_placement)
     if as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
-from dlkit.targets import NAMES
+from dlkit.core.targets import NAMES
 
 
 @click.command("quantize")
@@ -51,7 +51,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
     The quantized model is compared with the float one on samples held back from calibration (or the eval data,
     or random inputs); collapsed outputs or a breached bound exit with code 4 and write no file.
     """
-    from dlkit.quantization import quantize
+    from dlkit.quantization.pipeline import quantize
 
     with _render.Progress("calibrating", enabled=not as_json) as progress:
         result = quantize(

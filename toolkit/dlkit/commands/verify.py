@@ -49,7 +49,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
     downloads its Python and wheels: 'dlkit device setup').
     """
     from dlkit.commands.export import _load_custom_objects
-    from dlkit.verification import verify
+    from dlkit.verification.pipeline import verify
 
     with _render.Progress("verifying", enabled=not as_json) as progress:
         result = verify(

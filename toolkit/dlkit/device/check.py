@@ -59,7 +59,7 @@ def check_bundle(folder: str | Path, device: str, model_file: str, precision: st
         DeviceError: predict.py failed on the device (its last lines are in the message).
     """
     from dlkit.device import environment, lookup, requirements
-    from dlkit.parity import random_inputs
+    from dlkit.core.parity import random_inputs
     from dlkit_runtime import Model
 
     spec = lookup(device)
@@ -113,7 +113,7 @@ def check_written(output: Path, archive: bool, target: str, entry: dict) -> dict
     """
     import shutil
 
-    from dlkit.bundling import unpack
+    from dlkit.bundling.pipeline import unpack
     from dlkit.errors import ToleranceError
 
     with tempfile.TemporaryDirectory(prefix="dlkit-bundle-check-") as tmp:

@@ -57,7 +57,7 @@ def lookup(name: str) -> Device:
 
 def requirements() -> tuple[str, ...]:
     """The wheels every emulated device has: what a bundle installs (with images and `--serve`), pinned."""
-    from dlkit.bundling import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS
+    from dlkit.bundling.pipeline import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS
 
     return (*REQUIREMENTS, *IMAGE_REQUIREMENTS, *SERVE_REQUIREMENTS)
 
@@ -195,9 +195,6 @@ class Emulator:
 
 def _copy_runtime(folder: Path) -> None:
     """The host's `dlkit_runtime` sources, as a bundle carries them."""
-    import dlkit_runtime
+    from dlkit.core.runtime_sources import copy_runtime
 
-    target = folder / "dlkit_runtime"
-    target.mkdir()
-    for source in sorted(Path(dlkit_runtime.__file__).parent.glob("*.py")):
-        shutil.copyfile(source, target / source.name)
+    copy_runtime(folder)

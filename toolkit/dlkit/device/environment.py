@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from dlkit import _files
+from dlkit.core import files as _files
 from dlkit.errors import DeviceSetupError, MissingDependencyError
 
 QEMU = "qemu-aarch64-static"

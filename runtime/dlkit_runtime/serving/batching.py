@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlkit_runtime import oip
+from dlkit_runtime.serving import protocol as oip
 from dlkit_runtime.errors import DlkitError
 
 if TYPE_CHECKING:
-    from dlkit_runtime.serving import Settings
+    from dlkit_runtime.serving.server import Settings
 
 
 @dataclass

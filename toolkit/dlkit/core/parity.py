@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from dlkit.errors import InvalidInputError, ShapeMismatchError
-from dlkit.tensors import TensorInfo
+from dlkit.core.tensors import TensorInfo
 from dlkit_runtime.checks import check_inputs
 
 DEFAULT_DYNAMIC_SIZE = 16  # the length given to a dynamic non-batch axis (a sequence) in random samples

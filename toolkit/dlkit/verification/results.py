@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dlkit.agreement import OutputFigures
-from dlkit.candidates import NodeError
-from dlkit.tensors import TensorInfo
+from dlkit.core.agreement import OutputFigures
+from dlkit.verification.candidates import NodeError
+from dlkit.core.tensors import TensorInfo
 
 
 @dataclass(frozen=True)

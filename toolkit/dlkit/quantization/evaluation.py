@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 
-from dlkit import parity, sessions
-from dlkit.datasources import DataSource
+from dlkit.core import parity
+from dlkit.core import sessions
+from dlkit.core.datasources import DataSource
 from dlkit.errors import ToleranceError
-from dlkit.parity import OutputParity
+from dlkit.core.parity import OutputParity
 
 _HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
 _CHECK_RANDOM = 16

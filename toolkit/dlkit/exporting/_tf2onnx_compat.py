@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from dlkit import _memory
+from dlkit.exporting import memory as _memory
 
 # Keras activation name -> ONNX RNN activation name (the ones onnxruntime's GRU/LSTM kernels implement)
 _ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}

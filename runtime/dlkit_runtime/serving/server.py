@@ -25,9 +25,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dlkit_runtime import oip
-from dlkit_runtime.batching import INLINE_SECONDS, Batcher, Entry, batch_first, rows_of
-from dlkit_runtime.metrics import CONTENT_TYPE, Metrics
+from dlkit_runtime.serving import protocol as oip
+from dlkit_runtime.serving.batching import INLINE_SECONDS, Batcher, Entry, batch_first, rows_of
+from dlkit_runtime.serving.metrics import CONTENT_TYPE, Metrics
 from dlkit_runtime.errors import InvalidInputError, MissingDependencyError
 
 TOKEN_ENV = "DLKIT_SERVE_TOKEN"
@@ -300,7 +300,7 @@ def serve_workers(load: Callable[[], dict], names: Sequence[str], workers: int, 
     """`workers` processes serving on one port (`dlkit_runtime.workers`), each calling `load()` for its own
     {name: Model} (models are loaded after the fork: onnxruntime's threads do not survive one). Returns the exit
     code: 0 after a clean stop, else a failed worker's."""
-    from dlkit_runtime import workers as processes
+    from dlkit_runtime.serving import workers as processes
 
     if not isinstance(workers, int) or workers < 1:
         raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
@@ -320,7 +320,7 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
     settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
     application = app(models, settings)
     if sockets is None:  # bound here: a busy port is a one-line error, before the server says it serves
-        from dlkit_runtime import workers as processes
+        from dlkit_runtime.serving import workers as processes
 
         sockets = [processes.listen(host, port)]
     if announce:

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from dlkit.errors import InvalidInputError
-from dlkit.tensors import TensorInfo
+from dlkit.core.tensors import TensorInfo
 from dlkit_runtime.model import ort_message
 
 BATCH = 64  # samples per run when comparing models

@@ -156,7 +156,7 @@ def _samples_root(samples) -> Path:
 
 
 def _import_samples(root: Path) -> Any:
-    from dlkit import _deps
+    from dlkit.core import dependencies as _deps
 
     _deps.require("keras", "dlkit demo")  # TensorFlow loads quietly before the sample architectures import it
     sys.path.insert(0, str(root.parent))

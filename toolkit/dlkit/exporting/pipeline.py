@@ -10,11 +10,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlkit import _deps, _files, _memory, parity, sessions
+from dlkit.core import dependencies as _deps
+from dlkit.core import files as _files
+from dlkit.exporting import memory as _memory
+from dlkit.core import parity
+from dlkit.core import sessions
 from dlkit.errors import ConversionError, InvalidInputError, MissingDependencyError, ToleranceError
-from dlkit.export_results import ExportResult
-from dlkit.parity import OutputParity
-from dlkit.tensors import TensorInfo, parse_input_spec, parse_renames
+from dlkit.exporting.results import ExportResult
+from dlkit.core.parity import OutputParity
+from dlkit.core.tensors import TensorInfo, parse_input_spec, parse_renames
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
@@ -76,7 +80,7 @@ def export(
         True
     """
     started = time.perf_counter()
-    from dlkit import loading
+    from dlkit.exporting import keras_loading as loading
 
     out_path = _files.output_path(output, default_from=model if isinstance(model, (str, os.PathLike)) else None,
                                   suffix=".onnx", force=force)
@@ -116,7 +120,7 @@ def export(
     steps: tuple[str, ...] = ()
     notes = list(source.notes)
     if simplify:
-        from dlkit import cleanup
+        from dlkit.core import graph_cleanup as cleanup
 
         try:
             cleaned, cleanup_steps = cleanup.simplify(_copy(onnx_model))
@@ -197,7 +201,7 @@ def _samples(sample_data, inputs, num_samples, source, seed) -> tuple[dict[str, 
         if missing:
             raise InvalidInputError(f"sample_data has no array for inputs {missing}; key it by input name")
         return arrays, "sample_data"
-    from dlkit.datasources import open_data
+    from dlkit.core.datasources import open_data
 
     return open_data(sample_data, inputs, what="sample data").take(0, num_samples), str(sample_data)
 
@@ -265,7 +269,7 @@ def _one_line(err: Exception) -> str:
 def _convert(source, inputs, renames, opset, native_rnn):
     import tensorflow as tf
 
-    from dlkit import _tf2onnx_compat
+    from dlkit.exporting import _tf2onnx_compat
 
     specs = [tf.TensorSpec(_tf_shape(i.shape), tf.as_dtype(i.dtype), name=renames.get(i.name, i.name)) for i in inputs]
 

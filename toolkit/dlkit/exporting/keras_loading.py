@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from dlkit import _deps
+from dlkit.core import dependencies as _deps
 from dlkit.errors import ConversionError, InvalidInputError, UnsafeModelError
-from dlkit.tensors import TensorInfo
+from dlkit.core.tensors import TensorInfo
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NOT_INPUTS = {"self", "training", "mask", "kwargs", "args"}

@@ -26,10 +26,11 @@ class Precision:
 
 
 def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
-    from dlkit import _deps, targets
+    from dlkit.core import dependencies as _deps
+    from dlkit.core import targets
 
     onnx = _deps.require("onnx", "dlkit verify")
-    from dlkit.sessions import all_nodes
+    from dlkit.core.sessions import all_nodes
 
     model = onnx.load(str(path), load_external_data=False)
     ops = {n.op_type for n in all_nodes(model.graph)}
@@ -58,7 +59,7 @@ def _prepared_like(float_model, qdq_model):
     quantized from: plainly, or laid out channels-last for int8 (dlkit's static mode for convolutional models,
     which reorders the rows of the weights after a Flatten under the same initializer name: measured against the
     unordered ones, that layer read -2.9 dB). The preparation whose node names the int8 model shares wins."""
-    from dlkit import preparation
+    from dlkit.quantization import graph_preparation as preparation
 
     names = {n.name for n in qdq_model.graph.node}
     best = None
@@ -85,7 +86,7 @@ def quantized_nodes(path: Path, info: Precision, reference, paths, feeds, notes:
         if any(n.op_type in ("DequantizeLinear", "DynamicQuantizeLinear") for n in float_model.graph.node):
             continue
         try:
-            from dlkit import quantizers
+            from dlkit.quantization import quantizers
 
             ranked = quantizers.rank_sensitive_nodes(_prepared_like(float_model, model), model, feeds, already=())
         except Exception as err:  # a ranking failure must not hide the figures

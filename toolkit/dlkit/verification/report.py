@@ -12,11 +12,11 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlkit import plots
+from dlkit.verification import plots
 
 if TYPE_CHECKING:
-    from dlkit.agreement import OutputFigures
-    from dlkit.verification import CandidateResult, VerifyResult
+    from dlkit.core.agreement import OutputFigures
+    from dlkit.verification.pipeline import CandidateResult, VerifyResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1180px;color:#1f2937;
@@ -83,7 +83,7 @@ def render(result: VerifyResult) -> str:
 
 def write(result: VerifyResult, path: str | os.PathLike) -> Path:
     """Writes `render(result)` to `path` (atomically) and returns the path."""
-    from dlkit import _files
+    from dlkit.core import files as _files
 
     path = Path(path)
     _files.write_atomic(path, render(result).encode("utf-8"))
@@ -170,7 +170,7 @@ def _candidate(result: VerifyResult, candidate: CandidateResult) -> str:
 
 
 def _edges() -> tuple[float, ...]:
-    from dlkit.agreement import HISTOGRAM_EDGES
+    from dlkit.core.agreement import HISTOGRAM_EDGES
 
     return HISTOGRAM_EDGES
 

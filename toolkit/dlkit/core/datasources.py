@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from dlkit.errors import InvalidInputError
-from dlkit.parity import fit_array
-from dlkit.tensors import TensorInfo
+from dlkit.core.parity import fit_array
+from dlkit.core.tensors import TensorInfo
 from dlkit_runtime.images import SUFFIXES as IMAGE_SUFFIXES  # what an image folder may hold
 
 LABEL_KEYS = ("y", "labels", "label")

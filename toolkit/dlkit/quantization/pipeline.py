@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dlkit import _files, sessions
-from dlkit import quantization_figures as figures_
-from dlkit import targets as targets_
-from dlkit.datasources import DataSource, open_data
+from dlkit.core import files as _files
+from dlkit.core import sessions
+from dlkit.quantization import evaluation as figures_
+from dlkit.core import targets as targets_
+from dlkit.core.datasources import DataSource, open_data
 from dlkit.errors import InvalidInputError, QuantizationError, ToleranceError
-from dlkit.quantization_results import KeptNode, QuantizeResult  # noqa: F401  (re-exported)
+from dlkit.quantization.results import KeptNode, QuantizeResult  # noqa: F401  (re-exported)
 from dlkit_runtime import cpu
 
 MODES = ("auto", "dynamic", "static", "fp16")
@@ -93,7 +94,8 @@ def quantize(
         >>> r.mode, r.accuracy_drop < 0.005
         ('static', True)
     """
-    from dlkit import preparation, quantizers
+    from dlkit.quantization import graph_preparation as preparation
+    from dlkit.quantization import quantizers
 
     started = time.perf_counter()
     _validate(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error, deploy_batch_size)
@@ -138,7 +140,7 @@ def quantize(
         calib_stop = min(calib_stop, calib.count - len(next(iter(check.values()))))
 
     with _evaluator(device) as emulator:  # the candidate's figures: this host, or the emulated device
-        from dlkit.int8_layout import float_outputs
+        from dlkit.quantization.int8_layout import float_outputs
 
         final = float_outputs(prepared)[0] if mode == "static" else []  # a final Softmax reads the logits in float
         quantizer = quantizers.Quantizer(prepared, mode, settings, calib, calib_stop, progress, float_inputs=final)

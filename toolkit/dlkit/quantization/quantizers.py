@@ -10,9 +10,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from dlkit import _deps
-from dlkit.datasources import DataSource
-from dlkit.sessions import all_nodes
+from dlkit.core import dependencies as _deps
+from dlkit.core.datasources import DataSource
+from dlkit.core.sessions import all_nodes
 from dlkit.errors import InvalidInputError, QuantizationError
 from dlkit_runtime.model import ort_message
 
@@ -84,7 +84,7 @@ class Quantizer:
     def _reader(self):
         from onnxruntime.quantization import CalibrationDataReader
 
-        from dlkit import sessions
+        from dlkit.core import sessions
 
         source, stop, progress = self.calibration, self.calibration_stop, self.progress
         fixed = sessions.fixed_batch(sessions.graph_inputs(self.model))  # a fixed batch axis: batches of its size
@@ -217,7 +217,7 @@ def rank_sensitive_nodes(float_model: Any, qdq_model: Any, feeds: Mapping[str, n
     """
     from onnx import helper, numpy_helper
 
-    from dlkit.sessions import run
+    from dlkit.core.sessions import run
 
     inits = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
     float_inits = {t.name: numpy_helper.to_array(t) for t in float_model.graph.initializer}

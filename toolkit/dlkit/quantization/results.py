@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from dlkit import sessions
-from dlkit.parity import OutputParity
+from dlkit.core import sessions
+from dlkit.core.parity import OutputParity
 
 
 @dataclass(frozen=True)

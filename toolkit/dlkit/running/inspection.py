@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dlkit.errors import InvalidInputError
-from dlkit.sessions import all_nodes
+from dlkit.core.sessions import all_nodes
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 _QOPERATOR = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm", "QLinearConcat",
@@ -84,7 +84,7 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
     >>> result.op_counts
     {'Conv': 2, 'Relu': 3, ...}
     """
-    from dlkit import _deps
+    from dlkit.core import dependencies as _deps
     from dlkit_runtime import Model
     from dlkit_runtime.model import _read_metadata
 

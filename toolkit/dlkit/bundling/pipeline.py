@@ -16,8 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from dlkit import _files as files_io
-from dlkit import targets
+from dlkit.core import files as files_io
+from dlkit.core import targets
 from dlkit.errors import InvalidInputError
 
 # Versions with cp311 wheels for manylinux aarch64 and x86-64. onnxruntime must be >= 1.22: the 1.21.0 aarch64 wheel
@@ -320,16 +320,13 @@ def _dlkit_version() -> str:
 
 def _files(manifest: dict, datas: list[bytes], spec: Target) -> dict[str, bytes]:
     """Every file of the bundle, by relative path."""
-    import dlkit_runtime
-
-    from dlkit import bundle_files
+    from dlkit.bundling import files as bundle_files
+    from dlkit.core.runtime_sources import runtime_sources
 
     here = Path(bundle_files.__file__).parent
     files = {m["file"]: data for m, data in zip(manifest["models"], datas)}
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-    runtime = Path(dlkit_runtime.__file__).parent
-    for source in sorted(runtime.glob("*.py")):
-        files[f"dlkit_runtime/{source.name}"] = source.read_bytes()
+    files.update(runtime_sources())
     files["requirements.txt"] = ("\n".join(manifest["requirements"]) + "\n").encode()
     files["predict.py"] = (here / "predict.py").read_bytes()
     if manifest.get("serve"):

@@ -181,7 +181,7 @@ def _time(run, batch_size: int, runs: int, warmup: int) -> BatchTiming:
 
 
 def _load_keras(path: Any):
-    from dlkit import _deps
+    from dlkit.core import dependencies as _deps
 
     keras = _deps.require("keras", "dlkit bench --compare")
     try:

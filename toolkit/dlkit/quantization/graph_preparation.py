@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dlkit import _deps
+from dlkit.core import dependencies as _deps
 from dlkit.errors import InvalidInputError
-from dlkit.sessions import all_nodes
+from dlkit.core.sessions import all_nodes
 
 MIN_OPSET = 13
 
@@ -66,7 +66,7 @@ def _read_text(model: Any) -> None:
     Raises:
         UnicodeDecodeError: one is not UTF-8 (protobuf hands proto2 strings that are not over as bytes).
     """
-    from dlkit.sessions import all_nodes
+    from dlkit.core.sessions import all_nodes
 
     graph = model.graph
     texts = [model.producer_name, model.producer_version, model.domain, model.doc_string,
@@ -131,7 +131,7 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
         steps.append(f"folded constant sub-graphs: {before} -> {len(model.graph.node)} nodes")
     keep_float: list[str] = []
     if channels_last:
-        from dlkit.int8_layout import average_pools_as_convolutions, channels_last_for_int8, float_stem
+        from dlkit.quantization.int8_layout import average_pools_as_convolutions, channels_last_for_int8, float_stem
 
         keep_float, stem_steps = float_stem(model)
         steps += stem_steps + channels_last_for_int8(model, keep_float)
@@ -139,7 +139,7 @@ def prepare(model: Any, *, channels_last: bool = False, static: bool = False) ->
     model = _ort_preprocess(onnx, model, steps)
     name_nodes(model)  # onnxruntime's fusions may leave new nodes unnamed
     if static:  # on the pre-processed graph: the names the quantizer will see
-        from dlkit.int8_layout import float_head, float_outputs
+        from dlkit.quantization.int8_layout import float_head, float_outputs
 
         head, head_steps = float_head(model)
         keep_float += head

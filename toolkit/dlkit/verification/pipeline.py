@@ -14,18 +14,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from dlkit.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, WorstSample: re-exported)
+from dlkit.core.agreement import (  # noqa: F401  (HISTOGRAM_EDGES, WORST_SAMPLES, WorstSample: re-exported)
     HISTOGRAM_EDGES, WORST_SAMPLES, OutputFigures, RunningFigures, WorstSample,
 )
-from dlkit.candidates import TOP_NODES, NodeError  # noqa: F401  (TOP_NODES: re-exported)
-from dlkit.candidates import quantized_nodes as _quantized_nodes
-from dlkit import candidates as candidates_
-from dlkit import sessions as sessions_
-from dlkit import targets
+from dlkit.verification.candidates import TOP_NODES, NodeError  # noqa: F401  (TOP_NODES: re-exported)
+from dlkit.verification.candidates import quantized_nodes as _quantized_nodes
+from dlkit.verification import candidates as candidates_
+from dlkit.core import sessions as sessions_
+from dlkit.core import targets
 from dlkit.errors import InvalidInputError, ShapeMismatchError
-from dlkit.verification_results import Breach, CandidateResult, VerifyResult  # noqa: F401  (re-exported)
+from dlkit.verification.results import Breach, CandidateResult, VerifyResult  # noqa: F401  (re-exported)
 from dlkit_runtime import cpu
-from dlkit.tensors import TensorInfo
+from dlkit.core.tensors import TensorInfo
 
 _SQNR_SAMPLES = 64
 
@@ -110,7 +110,7 @@ def verify(
     for path, model in zip(paths[1:], hosted[1:]):
         _same_inputs(f"candidate '{path}'", model.inputs, f"'{paths[0]}'", inputs)
     if report is not None:  # before the work, not after it
-        from dlkit import _files
+        from dlkit.core import files as _files
 
         _files.output_path(report, suffix=".html", force=True)
     import contextlib
@@ -211,7 +211,7 @@ def _verify(reference, paths, hosted, kinds, inputs, emulator, also_host, data, 
                                                                                     for p in m.providers})},
                           None if emulator is None else emulator.computed_on())
     if report is not None:
-        from dlkit import report as _report
+        from dlkit.verification import report as _report
 
         _report.write(result, report)
     return result
@@ -267,7 +267,7 @@ def _reference(reference, inputs, safe_mode, custom_objects) -> tuple[str, Calla
         model = Model(reference)
         _same_inputs(f"reference '{reference}'", model.inputs, "the candidates", inputs)
         return str(reference), lambda batch: sessions_.predict(model, batch, None)
-    from dlkit.loading import load
+    from dlkit.exporting.keras_loading import load
 
     source = load(reference, safe_mode=safe_mode, custom_objects=custom_objects)
     missing = [i.name for i in source.inputs if i.name not in {c.name for c in inputs}]
@@ -293,7 +293,7 @@ class _Random:
         self.inputs, self.count, self.seed = inputs, count, seed
 
     def batches(self, batch_size: int):
-        from dlkit.parity import random_inputs
+        from dlkit.core.parity import random_inputs
 
         for index, first in enumerate(range(0, self.count, batch_size)):
             yield random_inputs(self.inputs, min(batch_size, self.count - first), seed=self.seed + index)
@@ -306,7 +306,7 @@ def _data(data, random, inputs, metadata, batch_size, seed, max_samples):
     if random is not None:
         count = random if max_samples is None else min(random, max_samples)
         return _Random(inputs, count, seed), f"random ({count} samples)"
-    from dlkit.datasources import open_data
+    from dlkit.core.datasources import open_data
 
     source = open_data(data, inputs, metadata=metadata, what="data")
     if max_samples is not None and max_samples < source.count:
@@ -315,7 +315,7 @@ def _data(data, random, inputs, metadata, batch_size, seed, max_samples):
 
 
 def _check_outputs(path, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> None:
-    from dlkit.parity import compare
+    from dlkit.core.parity import compare
 
     try:
         compare(reference, candidate)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlkit import _deps
+from dlkit.core import dependencies as _deps
 
 
 def simplify(model: Any) -> tuple[Any, list[str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from dlkit.parity import OutputParity
-from dlkit.tensors import TensorInfo
+from dlkit.core.parity import OutputParity
+from dlkit.core.tensors import TensorInfo
 
 
 @dataclass(frozen=True)

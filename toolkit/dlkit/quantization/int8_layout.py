@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dlkit.cleanup import _index
+from dlkit.core.graph_cleanup import _index
 
 _STEM_OPS = {"Relu", "Clip", "LeakyRelu", "BatchNormalization", "MaxPool", "AveragePool"}
 _MONOTONIC = {"Relu", "Clip", "LeakyRelu"}  # commute with MaxPool: max(f(x)) == f(max(x)) for non-decreasing f
