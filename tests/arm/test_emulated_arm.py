@@ -77,7 +77,7 @@ def cases(onnx_exports, mnist_npz, mnist_test, text_ids, tmp_path_factory):
 
 
 def test_bundle_requirements_are_what_the_arm_env_installed(arm_env, cases):
-    from dlkit.bundling.pipeline import IMAGE_REQUIREMENTS, REQUIREMENTS
+    from dlkit.core.catalogue import IMAGE_REQUIREMENTS, REQUIREMENTS
 
     for name, (bundle, _, _, _) in cases.items():
         images = list(IMAGE_REQUIREMENTS) if name.startswith("cnn") else []  # the CNN takes pictures: Pillow too

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlkit.core import catalogue
 from dlkit.errors import InvalidInputError
 
 DEMOS = {"cnn": "cnn", "mlp": "mlp_digits", "gru": "char_gru"}
@@ -67,7 +68,7 @@ class DemoResult:
 
 
 def demo(model: str = "cnn", out: str | os.PathLike = "out/demo", *, samples: str | os.PathLike | None = None,
-         target: str = "rpi5", progress: Callable[[str], None] | None = None) -> DemoResult:
+         target: str = catalogue.DEMO_DEFAULT, progress: Callable[[str], None] | None = None) -> DemoResult:
     """Runs export, quantize, verify, bench and bundle on a sample model and summarizes them.
 
     Args:

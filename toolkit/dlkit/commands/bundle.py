@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 
 
 @click.command("bundle")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Bundle folder to write, or a .tar.gz path for an archive of it.")
-@click.option("--target", type=click.Choice(["rpi4", "rpi5", "aarch64", "x86_64"]), default="rpi4", show_default=True,
+@click.option("--target", type=click.Choice(catalogue.device_names()), default=catalogue.BUNDLE_DEFAULT, show_default=True,
               help="Device the bundle is for: sets thread defaults and advice.")
 @click.option("--float-model", type=click.Path(path_type=Path),
               help="The float model an int8 MODEL came from, bundled beside it for the on-device benchmark.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 from dlkit.errors import ToleranceError
 
 
@@ -15,7 +16,7 @@ from dlkit.errors import ToleranceError
               help="The sample model to take through every stage.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True,
               help="Folder for the files the demo writes.")
-@click.option("--target", type=click.Choice(["rpi4", "rpi5", "aarch64", "x86_64"]), default="rpi5",
+@click.option("--target", type=click.Choice(catalogue.device_names()), default=catalogue.DEMO_DEFAULT,
               show_default=True, help="The device to bundle for.")
 @click.option("--samples", type=click.Path(path_type=Path), help="The repository's sample_models/ folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

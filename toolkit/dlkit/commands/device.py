@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 
-_NAMES = click.Choice(["rpi4", "rpi5", "aarch64"])
+_NAMES = click.Choice(catalogue.emulated_names())
 
 
 @click.group("device")

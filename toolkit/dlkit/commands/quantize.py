@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 from dlkit.core.targets import NAMES
 
 
@@ -37,7 +38,7 @@ from dlkit.core.targets import NAMES
 @click.option("--deploy-batch-size", type=click.IntRange(min=1), metavar="N",
               help="The batch size the model will run at: dynamic int8 figures are computed at it (its scales come "
                    "from the batch). [default: 1 for dynamic, else 64]")
-@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+@click.option("--device", type=click.Choice(catalogue.emulated_names()),
               help="Compute the quantized model's figures (check samples, --eval-data accuracy, the collapse check "
                    "and the bound) on this emulated device's own kernels (see 'dlkit device setup'). Emulation is "
                    "about 100x slower than the device: its timings mean nothing.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 
 
 @click.command("run")
@@ -21,7 +22,7 @@ from dlkit.commands import _render
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads. [default: physical cores]")
 @click.option("--cast", is_flag=True, help="Cast inputs to the model's dtypes even when it loses precision.")
 @click.option("--strict", is_flag=True, help="Fail instead of falling back when a provider is missing.")
-@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+@click.option("--device", type=click.Choice(catalogue.emulated_names()),
               help="Compute the outputs on this emulated device, as its own kernels do (see 'dlkit device setup'). "
                    "Emulation is about 100x slower than the device: its timings mean nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 from dlkit.errors import ToleranceError
 
 
@@ -29,7 +30,7 @@ from dlkit.errors import ToleranceError
 @click.option("--regression-output", "regression_outputs", multiple=True, metavar="NAME",
               help="An output of shape (batch, n) that is not class scores (a box, an embedding): judged by its errors "
                    "alone, without top-1 agreement. Repeatable.")
-@click.option("--device", type=click.Choice(["rpi4", "rpi5", "aarch64"]),
+@click.option("--device", type=click.Choice(catalogue.emulated_names()),
               help="Run the candidates on this emulated device (its own kernels, the wheels its bundle installs; "
                    "see 'dlkit device setup'); the reference stays here and thresholds are judged on the device's "
                    "figures. Emulation is about 100x slower than the device: its timings mean nothing.")

@@ -16,26 +16,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from dlkit.core.catalogue import ALIASES, GPU, PORTABLE_PRESET, PRESET_REASONS, PRESETS
 from dlkit.errors import InvalidInputError
 from dlkit_runtime import cpu
 
-# the quantizer settings per preset: onnxruntime's recommended (activation, weight) types and options
-PRESETS = {
-    "x86-vnni": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
-    "x86-avx2": {"activation_type": "uint8", "weight_type": "int8", "reduce_range": True, "symmetric": False},
-    "arm64": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
-    "gpu": {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
-}
-# names a user may give: the presets, the host, and dlkit bundle's devices
-ALIASES = {"rpi4": "arm64", "rpi5": "arm64", "aarch64": "arm64", "x86_64": "x86-avx2"}
+# names a user may give: the host, the presets, and the catalogue's devices
 NAMES = ("host", *PRESETS, *ALIASES)
-_WHY = {
-    "x86-vnni": "int8 weights and activations: VNNI adds int8 products exactly",
-    "x86-avx2": "uint8 activations and 7-bit weights (reduce_range): AVX2 adds u8 x s8 pairs in int16, which "
-                "saturate with 8-bit weights",
-    "arm64": "int8 weights and activations: ARM's NEON kernels add int8 products exactly",
-    "gpu": "symmetric int8 for TensorRT",
-}
 
 
 @dataclass(frozen=True)
@@ -71,14 +57,14 @@ def resolve(target: str | None) -> Target:
         raise InvalidInputError(f"target {asked!r} is not one of {', '.join(NAMES)}")
     host = cpu.host()
     if asked == "host":
-        name = host.family if host.family in PRESETS else "x86-avx2"  # unknown CPU: the settings exact everywhere
+        name = host.family if host.family in PRESETS else PORTABLE_PRESET  # unknown CPU: the settings exact everywhere
         where = f"the host CPU, {host.description}"
     elif asked in ALIASES:
         name = ALIASES[asked]
         where = f"{asked} runs the {name} kernels"
     else:
         name, where = asked, f"{asked} was asked for"
-    return Target(name, asked, f"{where}: {_WHY[name]}", host.to_dict())
+    return Target(name, asked, f"{where}: {PRESET_REASONS[name]}", host.to_dict())
 
 
 def exact_everywhere(settings: Mapping[str, Any]) -> bool:
@@ -106,15 +92,15 @@ def mismatch(target: str | None, settings: Mapping[str, Any], host: cpu.CpuKind 
     host = host or cpu.host()
     if target is None or exact_everywhere(settings):
         return None
-    if target == "gpu":  # each CPU preset is named for the family whose kernels it is for; gpu is TensorRT's
+    if target == GPU:  # each CPU preset is named for the family whose kernels it is for; gpu is TensorRT's
         return (f"this model is quantized for TensorRT (gpu); its int8 figures here come from the host CPU's kernels "
                 f"({host.family}), not TensorRT's")
     if target == host.family:
         return None
-    if host.family == "x86-avx2":
+    if host.family == PORTABLE_PRESET:  # the AVX2 kernels: 8-bit weights saturate
         return (f"this model is quantized for {target} (8-bit weights), but its int8 figures come from this "
                 f"{host.family} host, whose kernels saturate where {target}'s do not: they are not the target's "
-                "(verify on the device, or quantize with --target x86-avx2 for figures that hold everywhere)")
+                f"(verify on the device, or quantize with --target {PORTABLE_PRESET} for figures that hold everywhere)")
     if host.family == "other":
         return (f"this model is quantized for {target}, but its int8 figures come from this {host.family} host, "
                 f"whose int8 kernels differ from {target}'s")

@@ -113,7 +113,7 @@ def check_written(output: Path, archive: bool, target: str, entry: dict) -> dict
     """
     import shutil
 
-    from dlkit.bundling.pipeline import unpack
+    from dlkit.bundling.archive import unpack
     from dlkit.errors import ToleranceError
 
     with tempfile.TemporaryDirectory(prefix="dlkit-bundle-check-") as tmp:

@@ -13,35 +13,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from dlkit.core.catalogue import EMULATED, IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS, Device
 from dlkit.errors import DeviceError, InvalidInputError
 from dlkit_runtime import errors as runtime_errors
 from dlkit_runtime import pipe
 from dlkit_runtime.tensors import TensorInfo
 
 
-@dataclass(frozen=True)
-class Device:
-    """A device dlkit can emulate, named as `dlkit bundle`'s target for it. cpu: qemu's CPU model."""
-
-    name: str
-    cpu: str
-    description: str
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "cpu": self.cpu, "description": self.description}
-
-
-DEVICES = {d.name: d for d in [
-    Device("rpi4", "cortex-a72", "Raspberry Pi 4 (Cortex-A72: NEON, no dot-product instructions)"),
-    Device("rpi5", "cortex-a76", "Raspberry Pi 5 (Cortex-A76: NEON with dot-product instructions)"),
-    Device("aarch64", "neoverse-n1", "a 64-bit ARM server (Neoverse N1, as AWS Graviton2 and Ampere Altra)"),
-]}
+DEVICES = EMULATED  # the devices emulated here, from the one catalogue
 
 
 def lookup(name: str) -> Device:
@@ -57,8 +41,6 @@ def lookup(name: str) -> Device:
 
 def requirements() -> tuple[str, ...]:
     """The wheels every emulated device has: what a bundle installs (with images and `--serve`), pinned."""
-    from dlkit.bundling.pipeline import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS
-
     return (*REQUIREMENTS, *IMAGE_REQUIREMENTS, *SERVE_REQUIREMENTS)
 
 
@@ -127,7 +109,7 @@ class Emulator:
     def computed_on(self) -> dict:
         """Where figures computed by this process come from, for results and reports."""
         return {"where": "device", "device": self.device.name, "emulated": True, "cpu_model": self.device.cpu,
-                "description": self.device.description, "cpu": self.info["cpu"],
+                "description": self.device.cpu_description, "cpu": self.info["cpu"],
                 "onnxruntime": {"version": self.info["onnxruntime"], "providers": self.info["providers"]},
                 "python": self.info["python"]}
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dlkit.core import files as _files
+from dlkit.core.catalogue import CPUINFO
 from dlkit.errors import DeviceSetupError, MissingDependencyError
 
 QEMU = "qemu-aarch64-static"
@@ -49,15 +50,7 @@ SOURCES = ("deb [signed-by={keyring}] http://deb.debian.org/debian bookworm main
            "deb [signed-by={keyring}] http://deb.debian.org/debian bookworm-updates main\n"
            "deb [signed-by={keyring}] http://deb.debian.org/debian-security bookworm-security main\n")
 
-_A72 = dict(part="0xd08", variant="0x0", revision="3", features="fp asimd evtstrm crc32 cpuid",
-            model="Raspberry Pi 4 Model B Rev 1.4", hardware="BCM2835", code="d03114")
-_A76 = dict(part="0xd0b", variant="0x4", revision="1",
-            features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
-            model="Raspberry Pi 5 Model B Rev 1.0", hardware="BCM2712", code="d04170")
-_N1 = dict(part="0xd0c", variant="0x3", revision="1",
-           features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp "
-                    "ssbs", model=None, hardware=None, code=None)
-CPUS = {"cortex-a72": _A72, "cortex-a76": _A76, "neoverse-n1": _N1}  # qemu's -cpu name -> the machine it stands for
+CPUS = CPUINFO  # qemu's -cpu name -> the /proc/cpuinfo of the machine it stands for (the catalogue's)
 
 Log = Callable[[str], None]
 

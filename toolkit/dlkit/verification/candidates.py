@@ -8,38 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from dlkit.core.precision import Precision, precision  # noqa: F401  (re-exported)
+
 TOP_NODES = 10
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-
-
-@dataclass(frozen=True)
-class Precision:
-    """kind: "float", "int8" or "fp16". dynamic: int8 with per-batch activation scales (DynamicQuantizeLinear),
-    whose outputs depend on the batch it runs in. target, settings: from dlkit's metadata (None, {} otherwise).
-    qdq: int8 as QuantizeLinear/DequantizeLinear pairs, whose nodes can be ranked by SQNR."""
-
-    kind: str
-    dynamic: bool
-    target: str | None
-    settings: Mapping[str, Any]
-    qdq: bool = False
-
-
-def precision(path: Path, metadata: Mapping[str, Any]) -> Precision:
-    from dlkit.core import dependencies as _deps
-    from dlkit.core import targets
-
-    onnx = _deps.require("onnx", "dlkit verify")
-    from dlkit.core.sessions import all_nodes
-
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {n.op_type for n in all_nodes(model.graph)}
-    if ops & _INT8_OPS or any(o.endswith("Integer") for o in ops):
-        target, settings = targets.of_model(metadata)
-        return Precision("int8", "DynamicQuantizeLinear" in ops, target, settings, "DequantizeLinear" in ops)
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return Precision("fp16", False, None, {})
-    return Precision("float", False, None, {})
 
 
 @dataclass(frozen=True)
