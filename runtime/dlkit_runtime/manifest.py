@@ -10,7 +10,6 @@ model file with its sha256; `open_model` refuses a file whose bytes differ, befo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dlkit_runtime.errors import IntegrityError, InvalidInputError
+from dlkit_runtime.integrity import check_sha256, sha256_bytes, sha256_file  # the sha256 helpers, here for the toolkit
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -118,28 +118,6 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         if Path(entry.file).name != entry.file:  # a manifest must not point outside its folder
             raise InvalidInputError(f"'{path}' names model file '{entry.file}' outside the bundle; bundle the model again")
     return manifest
-
-
-def sha256_bytes(data: bytes) -> str:
-    """The hex sha256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes, read in 1 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_sha256(data: bytes, expected: str, path: str | os.PathLike) -> None:
-    """Raises `IntegrityError` when `data` (the bytes of `path`) does not hash to `expected`."""
-    actual = sha256_bytes(data)
-    if actual != expected.lower():
-        raise IntegrityError(f"model '{path}' has sha256 {actual[:16]}..., the manifest expects {expected[:16]}...: "
-                             "the file was modified or damaged; copy the bundle again (or re-run dlkit bundle)")
 
 
 def open_model(folder: str | os.PathLike, file: str | None = None, **kwargs: Any):

@@ -78,7 +78,7 @@ class Model:
 
     Raises:
         InvalidInputError: a missing or unreadable file, an unknown provider or option.
-        IntegrityError: `sha256` is given and the file's bytes differ (`dlkit_runtime.manifest`).
+        IntegrityError: `sha256` is given and the file's bytes differ (`dlkit_runtime.integrity`).
         ProviderError: `strict=True` and a requested provider is missing or onnxruntime did not activate it.
 
     Example:
@@ -119,7 +119,7 @@ class Model:
         options.enable_cpu_mem_arena = memory_arena
         source = str(self.path)
         if sha256 is not None:
-            from dlkit_runtime.manifest import check_sha256
+            from dlkit_runtime.integrity import check_sha256  # here: hashlib (OpenSSL) only when a hash is asked for
 
             source = self.path.read_bytes()
             check_sha256(source, sha256, self.path)

@@ -50,25 +50,40 @@ def from_node_arg(arg) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
-def sample_inputs(inputs, batch_size: int = 1, *, dynamic_size: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random arrays that fit `inputs`: for smoke tests, benchmarks and profiling.
+def sample_inputs(inputs, batch_size: int = 1, *, dynamic_size: int = 1, seed: int = 0, values: str = "normal",
+                  int_high: int = 10) -> dict[str, np.ndarray]:
+    """Random arrays that fit `inputs`: for smoke tests, benchmarks, profiling and parity checks (the one maker).
 
     Args:
         inputs: the model's `TensorInfo`s.
         batch_size: size of a dynamic first axis. Defaults to 1.
         dynamic_size: size of the other dynamic axes. Defaults to 1.
         seed: random seed. Defaults to 0.
+        values: "normal": floats from N(0, 1), integers zero (a valid token id), booleans False; "uniform": floats
+            uniform in [0, 1), integers in [0, int_high), booleans either. Defaults to "normal".
+        int_high: the integers' bound with "uniform". Defaults to 10.
 
     Returns:
-        A dict of arrays keyed by input name: floats from N(0, 1), integers zero (a valid token id), booleans False.
+        A dict of arrays keyed by input name.
     """
     rng = np.random.default_rng(seed)
     out = {}
     for info in inputs:
-        shape = [d if isinstance(d, int) else (batch_size if i == 0 else dynamic_size) for i, d in enumerate(info.shape)]
+        shape = tuple(d if isinstance(d, int) else (batch_size if i == 0 else dynamic_size)
+                      for i, d in enumerate(info.shape))
         dtype = np.dtype(info.dtype)
-        if dtype.kind == "f":
+        if values == "uniform":
+            out[info.name] = _uniform(rng, shape, dtype, int_high)
+        elif dtype.kind == "f":
             out[info.name] = rng.standard_normal(shape).astype(dtype)
         else:
             out[info.name] = np.zeros(shape, dtype=dtype)
     return out
+
+
+def _uniform(rng: np.random.Generator, shape: tuple, dtype: np.dtype, int_high: int) -> np.ndarray:
+    if dtype.kind in "iu":
+        return rng.integers(0, int_high, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.random(shape, dtype=np.float64).astype(dtype)

@@ -278,7 +278,7 @@ def test_a_serve_bundle_serves_its_checked_model(onnx_exports, mnist_npz, tmp_pa
     """dlkit bundle --serve: serve.py, its systemd unit and the server's pinned requirements; serve.py (run here as
     the device would run it) checks the model's sha256 and answers tritonclient."""
     import dlkit
-    from dlkit.bundling.pipeline import SERVE_REQUIREMENTS
+    from dlkit.core.catalogue import SERVE_REQUIREMENTS
 
     dlkit.bundle(onnx_exports["cnn"], tmp_path / "b", target="rpi5", serve=True)
     folder = tmp_path / "b"

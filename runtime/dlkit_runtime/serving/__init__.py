@@ -3,8 +3,13 @@
 Needs the `serve` extra (uvicorn, starlette, prometheus_client), imported only when a server starts.
 
     from dlkit_runtime.serving import serve; serve(["cnn.onnx"], port=8000)   # what `dlkit serve cnn.onnx` runs
+
+Modules: `server` (serve, serve_models, serve_workers, the ASGI app), `settings`, `dispatch` (token, access log,
+where a request goes), `routes` (the infer handler and starlette's routes), `protocol` (the infer request and
+response), `batching`, `metrics`, `workers` (several processes on one port).
 """
 
-from dlkit_runtime.serving.server import TOKEN_ENV, Settings, serve, serve_models, serve_workers
+from dlkit_runtime.serving.server import serve, serve_models, serve_workers
+from dlkit_runtime.serving.settings import TOKEN_ENV, Settings
 
 __all__ = ["TOKEN_ENV", "Settings", "serve", "serve_models", "serve_workers"]

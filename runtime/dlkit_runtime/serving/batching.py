@@ -1,4 +1,4 @@
-"""Dynamic batching for `serving`: one model's queue of requests and the task that runs what waits in it
+"""Dynamic batching for `dlkit_runtime.serving`: one model's queue of requests and the task that runs what waits in it
 together, when the model's batch axis is dynamic and the requests' shapes agree. Standard library and numpy."""
 
 from __future__ import annotations
@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from dlkit_runtime.serving import protocol as oip
 from dlkit_runtime.errors import DlkitError
-
-if TYPE_CHECKING:
-    from dlkit_runtime.serving.server import Settings
+from dlkit_runtime.serving.protocol import RequestError
+from dlkit_runtime.serving.settings import Settings
 
 
 @dataclass
@@ -52,8 +50,8 @@ class Batcher:
         try:
             self.entry.queue.put_nowait((feeds, future))
         except asyncio.QueueFull:
-            raise oip.RequestError(503, f"model '{self.entry.name}' has {self.settings.max_queue} requests waiting; "
-                                        "retry shortly") from None
+            raise RequestError(503, f"model '{self.entry.name}' has {self.settings.max_queue} requests waiting; "
+                                    "retry shortly") from None
         return await future
 
     async def run(self) -> None:
@@ -94,8 +92,8 @@ class Batcher:
             else:
                 outputs = await loop.run_in_executor(None, self.entry.predict, feeds)
         except Exception as err:  # the batcher must outlive any request; a bad input is the client's, 400
-            failure = oip.RequestError(400 if isinstance(err, DlkitError) else 500,
-                                       str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
+            failure = RequestError(400 if isinstance(err, DlkitError) else 500,
+                                   str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
             for _, future in group:
                 if not future.done():
                     future.set_exception(failure)

@@ -1,6 +1,6 @@
 """The Open Inference Protocol's (KServe v2's) infer request and response, JSON and with the binary tensor data
 extension that `tritonclient` uses by default: parsing and checking a request against a model's inputs before any
-large allocation, and encoding the response. numpy and the standard library only; the server is `serving`.
+large allocation, and encoding the response. numpy and the standard library only; the server is `dlkit_runtime.serving`.
 
 A request is JSON (`{"inputs": [{"name", "shape", "datatype", "data"}], "outputs": [...]}`), or, with the binary
 extension, that JSON (its length in the `Inference-Header-Content-Length` header) followed by the raw bytes of the

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from dlkit.core.figures import cosine_of_sums, relative_error_of_sums
+
 # per-sample error histogram: 4 bins per decade from 1e-9 to 10, plus one bin below (exact) and one above
 HISTOGRAM_EDGES = tuple(float(x) for x in np.logspace(-9, 1, 41))
 MAX_CONFUSION_CLASSES = 100
@@ -142,9 +144,8 @@ class RunningFigures:
                 heapq.heapreplace(self.heap, item)
 
     def figures(self) -> OutputFigures:
-        norms = (self.rr * self.cc) ** 0.5
-        cosine = self.rc / norms if norms > 0 else float(self.dd == 0)
-        relative = (self.dd ** 0.5) / (self.rr ** 0.5) if self.rr > 0 else float(self.dd > 0)
+        cosine = cosine_of_sums(self.rc, self.rr, self.cc, self.dd)
+        relative = relative_error_of_sums(self.dd, self.rr)
         accuracy = {}
         if self.labelled and self.count:
             ref, cand = self.ref_correct / self.count, self.cand_correct / self.count

@@ -10,9 +10,11 @@ from typing import Mapping
 
 import numpy as np
 
+from dlkit.core.figures import cosine
 from dlkit.errors import InvalidInputError, ShapeMismatchError
 from dlkit.core.tensors import TensorInfo
 from dlkit_runtime.checks import check_inputs
+from dlkit_runtime.tensors import sample_inputs
 
 DEFAULT_DYNAMIC_SIZE = 16  # the length given to a dynamic non-batch axis (a sequence) in random samples
 
@@ -52,15 +54,12 @@ def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndar
         got = candidate[name]
         if ref.shape != got.shape:
             raise ShapeMismatchError(f"output '{name}' has shape {got.shape} in the candidate, {ref.shape} in the reference")
-        ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-        diff = np.abs(ref64 - got64)
-        norms = np.linalg.norm(ref64) * np.linalg.norm(got64)
-        cosine = float(ref64 @ got64 / norms) if norms > 0 else float(np.array_equal(ref64, got64))
+        diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
         figures.append(OutputParity(
             name,
             float(diff.max()) if diff.size else 0.0,
             float(diff.mean()) if diff.size else 0.0,
-            cosine,
+            cosine(ref, got),
         ))
     return tuple(figures)
 
@@ -73,22 +72,8 @@ def random_inputs(
     Dynamic axes get `count` for the batch and `DEFAULT_DYNAMIC_SIZE` elsewhere, or twice that when `count`
     equals it: a graph that mixes up the batch axis with another one must not pass because both had one size.
     """
-    rng = np.random.default_rng(seed)
     other = DEFAULT_DYNAMIC_SIZE if count != DEFAULT_DYNAMIC_SIZE else 2 * DEFAULT_DYNAMIC_SIZE
-    out = {}
-    for info in inputs:
-        shape = tuple(
-            d if isinstance(d, int) else (count if axis == 0 else other)
-            for axis, d in enumerate(info.shape)
-        )
-        dtype = np.dtype(info.dtype)
-        if dtype.kind in "iu":
-            out[info.name] = rng.integers(0, int_high, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            out[info.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[info.name] = rng.random(shape, dtype=np.float64).astype(dtype)
-    return out
+    return sample_inputs(inputs, count, dynamic_size=other, seed=seed, values="uniform", int_high=int_high)
 
 
 def fit_array(array: np.ndarray, info: TensorInfo, *, source: str) -> np.ndarray:

@@ -93,16 +93,7 @@ def run(model: Any, feeds: Mapping[str, np.ndarray], what: str = "these samples"
             raise InvalidInputError(f"onnxruntime could not run the model on {what} ({ort_message(err)}); give data "
                                     "the model accepts (values and sizes)") from err
 
-    fixed = fixed_batch(graph_inputs(model))
-    parts: dict[str, list] = {n: [] for n in names}
-    for part in batches(feeds, fixed or batch):
-        part, count = padded(part, fixed) if fixed else (part, len(next(iter(part.values()))))
-        values = call(part)
-        if any(v.ndim == 0 or v.shape[0] != len(next(iter(part.values()))) for v in values):
-            return dict(zip(names, call(dict(feeds))))  # no batch axis first: one call for all
-        for name, value in zip(names, values):
-            parts[name].append(value[:count])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return in_batches(lambda part: dict(zip(names, call(part))), feeds, batch, fixed_batch(graph_inputs(model)))
 
 
 def predict(model, batch: dict, size: int | None) -> dict:
@@ -114,13 +105,22 @@ def predict(model, batch: dict, size: int | None) -> dict:
     size = fixed or size
     if size is None or (size >= count and not fixed) or (fixed and count == fixed):
         return model.predict(batch)
+    return in_batches(model.predict, batch, size, fixed)
+
+
+def in_batches(call, feeds: Mapping[str, np.ndarray], size: int, fixed: int | None) -> dict[str, np.ndarray]:
+    """`call` (feeds -> outputs by name) on `feeds`, `size` samples at a time (a fixed batch axis: batches of
+    `fixed`, the last padded and its extra outputs dropped), concatenated; in one call when an output has no batch
+    axis first."""
     parts = []
-    for part in batches(batch, size):
+    for part in batches(feeds, fixed or size):
         feed, real = padded(part, fixed) if fixed else (part, len(next(iter(part.values()))))
-        out = model.predict(feed)
+        out = call(feed)
         if any(v.ndim == 0 or v.shape[0] != len(next(iter(feed.values()))) for v in out.values()):
-            return model.predict(batch)  # an output without a batch axis first: the batch whole
+            return call(dict(feeds))  # an output without a batch axis first: the samples whole
         parts.append({k: v[:real] for k, v in out.items()})
+    if not parts:
+        return call(dict(feeds))
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 

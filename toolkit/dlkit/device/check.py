@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dlkit.core.figures import relative_error, top1_agreement
 from dlkit.errors import DeviceError, InvalidInputError
 
 CHECK_SAMPLES = 8
@@ -94,13 +95,11 @@ def check_bundle(folder: str | Path, device: str, model_file: str, precision: st
 
 
 def _figures(name: str, want: np.ndarray, have: np.ndarray) -> dict[str, Any]:
-    want64, have64 = want.astype(np.float64), have.astype(np.float64)
-    scale = float(np.linalg.norm(want64))
-    out: dict[str, Any] = {"name": name, "max_abs_error": float(np.max(np.abs(have64 - want64), initial=0.0)),
-                           "relative_error": float(np.linalg.norm(have64 - want64) / scale) if scale > 0 else
-                           float(np.any(have64 != want64))}
-    if want.ndim == 2 and want.shape[1] >= 2:
-        out["top1_agreement"] = float(np.mean(want.argmax(1) == have.argmax(1)))
+    diff = have.astype(np.float64) - want.astype(np.float64)
+    out: dict[str, Any] = {"name": name, "max_abs_error": float(np.max(np.abs(diff), initial=0.0)),
+                           "relative_error": relative_error(want, have)}
+    if (agreement := top1_agreement(want, have)) is not None:
+        out["top1_agreement"] = agreement
     return out
 
 
