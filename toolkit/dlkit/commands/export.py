@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import click
 
 from dlkit.commands import _render
+from dlkit.commands._options import load_custom_objects
 from dlkit.errors import InvalidInputError
 
 
@@ -47,7 +47,7 @@ def command(model, output, opset, atol, sample_data, num_samples, input_specs, b
         model, output, opset=opset, atol=atol, sample_data=sample_data, num_samples=num_samples,
         input_specs=input_specs, batch_size=batch_size, rename=rename, labels=labels,
         preprocessing=_json_option(preprocessing), simplify=not no_simplify, native_rnn=not generic_rnn,
-        safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), force=force,
+        safe_mode=not no_safe_mode, custom_objects=load_custom_objects(custom_objects), force=force,
     )
     if as_json:
         _render.emit_json(result)
@@ -75,19 +75,3 @@ def _json_option(text):
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise InvalidInputError(f"--preprocessing is not valid JSON ({err.msg}); write e.g. '{{\"scale\": 0.00392}}'") from None
-
-
-def _load_custom_objects(path: Path | None):
-    """Imports the user's module so its @register_keras_serializable classes are known to Keras."""
-    if path is None:
-        return None
-    if not path.is_file() or path.suffix != ".py":
-        raise InvalidInputError(f"--custom-objects '{path}' is not a Python file; give the .py that defines the classes")
-    spec = importlib.util.spec_from_file_location(f"dlkit_custom_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # the user's code: its own error, said in one line
-        raise InvalidInputError(f"--custom-objects '{path}' failed to import ({type(err).__name__}: "
-                                f"{' '.join(str(err).split())[:200]}); fix that file") from err
-    return {name: obj for name, obj in vars(module).items() if isinstance(obj, type)}

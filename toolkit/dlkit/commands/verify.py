@@ -49,7 +49,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
     With --device rpi4|rpi5|aarch64 the candidates run on that device's kernels, emulated here (the first use
     downloads its Python and wheels: 'dlkit device setup').
     """
-    from dlkit.commands.export import _load_custom_objects
+    from dlkit.commands._options import load_custom_objects
     from dlkit.verification.pipeline import verify
 
     with _render.Progress("verifying", enabled=not as_json) as progress:
@@ -57,7 +57,7 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
             reference, list(candidates), data, random=random_samples, atol=atol, min_agreement=min_agreement,
             max_accuracy_drop=max_accuracy_drop, max_samples=max_samples, batch_size=batch_size,
             deploy_batch_size=deploy_batch_size, report=report,
-            safe_mode=not no_safe_mode, custom_objects=_load_custom_objects(custom_objects), progress=progress,
+            safe_mode=not no_safe_mode, custom_objects=load_custom_objects(custom_objects), progress=progress,
             regression_outputs=regression_outputs, device=device, also_host=also_host,
         )
     for warning in result.warnings:
