@@ -12,7 +12,7 @@ sample data: it checks them itself before it keeps a file.
     python bench/export_coverage.py                  # all families, all tools (about 45 minutes)
     python bench/export_coverage.py --tools dlkit    # dlkit only
 
-tests/toolkit/test_export_coverage.py runs `measure("dlkit", ...)` for every family.
+tests/toolkit/exporting/test_export_coverage.py runs `measure("dlkit", ...)` for every family.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""dlkit's own graph folds (`dlkit.cleanup`), each checked by running the graph before and after in onnxruntime."""
+"""dlkit's own graph folds (`dlkit.core.graph_cleanup`), each checked by running the graph before and after in onnxruntime."""
 
 from __future__ import annotations
 

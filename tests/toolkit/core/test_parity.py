@@ -1,4 +1,4 @@
-"""dlkit.parity: the figures on arrays whose answers are known by construction, and the sample-data checks."""
+"""dlkit.core.parity: the figures on arrays whose answers are known by construction, and the sample-data checks."""
 
 from __future__ import annotations
 
