@@ -10,6 +10,7 @@ import numpy as np
 from dlkit.core import parity
 from dlkit.core import sessions
 from dlkit.core.datasources import DataSource
+from dlkit.core.figures import relative_error
 from dlkit.errors import ToleranceError
 from dlkit.core.parity import OutputParity
 
@@ -28,9 +29,7 @@ def check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[str
 
 def compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
     figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
-    num = sum(float(np.linalg.norm(got[k].astype(np.float64) - reference[k])) ** 2 for k in reference)
-    den = sum(float(np.linalg.norm(reference[k].astype(np.float64))) ** 2 for k in reference)
-    return figures, (num ** 0.5) / (den ** 0.5) if den > 0 else float(num > 0)
+    return figures, relative_error(reference, got)
 
 
 def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None, *,
@@ -66,9 +65,11 @@ def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: flo
     return (top1(float_model, 256) if float_accuracy is None else float_accuracy), quantized
 
 
-def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float]:
+def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float | None]:
+    """The bound in force and a candidate's figure for it: its accuracy drop (None when its `accuracy`, a (float,
+    quantized) pair, was not measured), else its relative output `error`; (None, 0.0) without a bound."""
     if max_accuracy_drop is not None:
-        return max_accuracy_drop, accuracy[0] - accuracy[1]
+        return max_accuracy_drop, None if accuracy is None else accuracy[0] - accuracy[1]
     if max_output_error is not None:
         return max_output_error, error
     return None, 0.0
