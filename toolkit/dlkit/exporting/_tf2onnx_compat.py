@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from dlkit.exporting import memory as _memory
+from dlkit.exporting.memory import collected_tf2onnx_passes
 
 # Keras activation name -> ONNX RNN activation name (the ones onnxruntime's GRU/LSTM kernels implement)
 _ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
@@ -244,7 +244,7 @@ def convert(
             for layer in _recurrent_layers(keras_model):
                 report.generic[layer.name] = "native recurrent export turned off"
         stack.enter_context(plain_grouped_convolutions())
-        stack.enter_context(_memory.collected_tf2onnx_passes())  # its garbage copies of the weights, freed
+        stack.enter_context(collected_tf2onnx_passes())  # its garbage copies of the weights, freed
         traced = tf.function(fn, input_signature=specs, autograph=False)
         handler = recurrent_handler(plans)
         # The handler reads `plans` when tf2onnx calls it, after the trace inside from_function filled it.

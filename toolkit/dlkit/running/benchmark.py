@@ -119,6 +119,26 @@ def bench(
     from dlkit_runtime import Model
     from dlkit_runtime.tensors import sample_inputs
 
+    batch_sizes = _check_options(batch_sizes, runs, warmup, compare, dynamic_size)
+    started = time.perf_counter()
+    onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
+    load_ms = _ms(time.perf_counter() - started)
+    feeds = {b: sample_inputs(onnx_model.inputs, b, dynamic_size=dynamic_size, seed=b) for b in batch_sizes}
+    for b in batch_sizes:
+        _check_batch(onnx_model, b)
+    first_run_ms = _first_run(onnx_model, feeds[batch_sizes[0]], dynamic_size)
+    timings = tuple(_time(lambda f=feeds[b]: onnx_model.predict(f), b, runs, warmup) for b in batch_sizes)
+    compared = () if compare is None else _keras_timings(compare, onnx_model.inputs, feeds, batch_sizes, runs, warmup)
+    return BenchResult(
+        path=str(onnx_model.path), providers=onnx_model.providers, threads=onnx_model.threads, load_ms=load_ms,
+        first_run_ms=first_run_ms, cold_start_ms=round(load_ms + first_run_ms, 3), timings=timings,
+        peak_rss_bytes=_peak_rss_bytes(), compare=compared,
+        keras_ratio={o.batch_size: round(k.p50_ms / o.p50_ms, 3) for o, k in zip(timings, compared)},
+    )
+
+
+def _check_options(batch_sizes: Sequence[int], runs: int, warmup: int, compare: Any, dynamic_size: int) -> tuple[int, ...]:
+    """The batch sizes as a tuple, after checking every count and the --compare file."""
     batch_sizes = tuple(batch_sizes)
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise InvalidInputError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
@@ -128,36 +148,30 @@ def bench(
         raise InvalidInputError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     if compare is not None and not Path(compare).exists():
         raise InvalidInputError(f"--compare model '{compare}' does not exist; give the Keras file the ONNX came from")
-    started = time.perf_counter()
-    onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
-    load_ms = _ms(time.perf_counter() - started)
-    feeds = {b: sample_inputs(onnx_model.inputs, b, dynamic_size=dynamic_size, seed=b) for b in batch_sizes}
-    for b in batch_sizes:
-        _check_batch(onnx_model, b)
-    first = feeds[batch_sizes[0]]
+    return batch_sizes
+
+
+def _first_run(model, feeds: dict, dynamic_size: int) -> float:
+    """Milliseconds of the first run (allocations, lazy initialization)."""
     started = time.perf_counter()
     try:
-        onnx_model.predict(first)
+        model.predict(feeds)
     except InvalidInputError as err:
-        if not any(isinstance(d, str) or d is None for i in onnx_model.inputs for d in i.shape[1:]):
+        if not any(isinstance(d, str) or d is None for i in model.inputs for d in i.shape[1:]):
             raise
         raise InvalidInputError(f"{err}; random inputs gave its dynamic axes size {dynamic_size}: pass "
                                 "--dynamic-size with a size the model takes") from err
-    first_run_ms = _ms(time.perf_counter() - started)
-    timings = tuple(_time(lambda f=feeds[b]: onnx_model.predict(f), b, runs, warmup) for b in batch_sizes)
-    compared: tuple[BatchTiming, ...] = ()
-    if compare is not None:
-        keras_model = _load_keras(compare)
-        order = [i.name for i in onnx_model.inputs]
-        compared = tuple(
-            _time(lambda f=feeds[b]: keras_model.predict_on_batch([f[n] for n in order] if len(order) > 1 else f[order[0]]),
-                  b, runs, warmup) for b in batch_sizes)
-    return BenchResult(
-        path=str(onnx_model.path), providers=onnx_model.providers, threads=onnx_model.threads, load_ms=load_ms,
-        first_run_ms=first_run_ms, cold_start_ms=round(load_ms + first_run_ms, 3), timings=timings,
-        peak_rss_bytes=_peak_rss_bytes(), compare=compared,
-        keras_ratio={o.batch_size: round(k.p50_ms / o.p50_ms, 3) for o, k in zip(timings, compared)},
-    )
+    return _ms(time.perf_counter() - started)
+
+
+def _keras_timings(path: Any, inputs, feeds: dict, batch_sizes: Sequence[int], runs: int,
+                   warmup: int) -> tuple[BatchTiming, ...]:
+    """Keras's timings on the same feeds, per batch size."""
+    keras_model = _load_keras(path)
+    order = [i.name for i in inputs]
+    return tuple(
+        _time(lambda f=feeds[b]: keras_model.predict_on_batch([f[n] for n in order] if len(order) > 1 else f[order[0]]),
+              b, runs, warmup) for b in batch_sizes)
 
 
 def _check_batch(model, batch_size: int) -> None:

@@ -12,11 +12,11 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlkit.verification import plots
+import dlkit.verification.plots as plots
 
 if TYPE_CHECKING:
     from dlkit.core.agreement import OutputFigures
-    from dlkit.verification.pipeline import CandidateResult, VerifyResult
+    from dlkit.verification.results import CandidateResult, VerifyResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1180px;color:#1f2937;

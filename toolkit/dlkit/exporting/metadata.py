@@ -1,0 +1,69 @@
+"""The finished ONNX file of `dlkit.export`: shapes inferred, a readable batch axis, and dlkit's metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from dlkit.core.tensors import TensorInfo
+from dlkit.errors import InvalidInputError
+from dlkit.exporting.options import ExportPlan
+
+
+def finish_model(model: Any, source, parity: Sequence, plan: ExportPlan, inputs: Sequence[TensorInfo]) -> Any:
+    """Shape inference, readable dynamic axes, and dlkit's metadata; the labels checked against the outputs.
+
+    Raises:
+        InvalidInputError: the number of labels is not the number of classes of any output.
+    """
+    import onnx
+
+    import dlkit
+
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "N"
+    model.producer_name = "dlkit"
+    model.producer_version = dlkit.__version__
+    del model.metadata_props[:]
+    for key, value in _metadata(source, parity, plan, inputs, dlkit.__version__).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)  # the file as written, after cleanup
+    _check_labels(plan.labels, model)
+    return model
+
+
+def _metadata(source, parity: Sequence, plan: ExportPlan, inputs: Sequence[TensorInfo], version: str) -> dict[str, str]:
+    renames = plan.renames
+    layouts = {renames.get(i.name, i.name): _layout(i) for i in inputs}
+    meta = {
+        "dlkit.version": version,
+        "dlkit.framework": source.framework,
+        "dlkit.source": source.description,
+        "dlkit.input_layout": json.dumps(layouts),
+        "dlkit.parity": json.dumps({"atol": plan.atol, "outputs": [p.to_dict() for p in parity]}),
+    }
+    if plan.labels:
+        meta["dlkit.labels"] = json.dumps(plan.labels)
+    if plan.preprocessing:
+        meta["dlkit.preprocessing"] = json.dumps(plan.preprocessing)
+    return meta
+
+
+def _check_labels(labels: list[str] | None, model: Any) -> None:
+    if not labels:
+        return
+    widths = {o.name: o.type.tensor_type.shape.dim[-1].dim_value for o in model.graph.output if o.type.tensor_type.shape.dim}
+    if len(labels) not in widths.values():
+        raise InvalidInputError(f"{len(labels)} labels given but the outputs have {widths} classes; give one label per class")
+
+
+def _layout(info: TensorInfo) -> str:
+    """A hint of what the axes mean: images from Keras are channels-last."""
+    if np.dtype(info.dtype).kind in "iu" and len(info.shape) == 2:
+        return "NT (token ids)"
+    return {2: "NC", 3: "NTC", 4: "NHWC", 5: "NDHWC"}.get(len(info.shape), "N...")
