@@ -1,6 +1,6 @@
 """A model file's sha256, and the check that its bytes are those bundled (`IntegrityError` when not). Standard
-library only; `dlkit_runtime.model` checks with it and `dlkit_runtime.manifest` re-exports it, so that
-`dlkit_runtime.manifest.sha256_bytes` is the one sha256 of dlkit, the toolkit's included."""
+library only. The one sha256 of dlkit: the runtime checks models with it and the toolkit's bundles are stamped
+with it."""
 
 from __future__ import annotations
 

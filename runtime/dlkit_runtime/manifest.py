@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from dlkit_runtime.errors import IntegrityError, InvalidInputError
-from dlkit_runtime.integrity import check_sha256, sha256_bytes, sha256_file  # the sha256 helpers, here for the toolkit
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -144,4 +143,4 @@ def open_model(folder: str | os.PathLike, file: str | None = None, **kwargs: Any
     return Model(manifest.folder / entry.file, sha256=entry.sha256, **kwargs)
 
 
-__all__ = ["BundledModel", "IntegrityError", "Manifest", "open_model", "read_manifest", "sha256_file"]
+__all__ = ["BundledModel", "IntegrityError", "Manifest", "open_model", "read_manifest"]

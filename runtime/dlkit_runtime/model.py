@@ -146,7 +146,7 @@ class Model:
         self.inputs = tuple(from_node_arg(a) for a in self._session.get_inputs())
         self.outputs = tuple(from_node_arg(a) for a in self._session.get_outputs())
         try:
-            self.metadata = _read_metadata(self._session.get_modelmeta().custom_metadata_map)
+            self.metadata = decode_metadata(self._session.get_modelmeta().custom_metadata_map)
         except UnicodeDecodeError as err:  # onnxruntime hands the metadata over as it is stored
             raise InvalidInputError(f"'{self.path}' is a damaged ONNX file: its metadata is not UTF-8 text ({err.reason} "
                                     "at byte {err.start}); re-save or re-export the model") from err
@@ -281,7 +281,7 @@ def _stack(samples: list[Any]) -> Any:
     return np.stack([np.asarray(s) for s in samples])
 
 
-def _read_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
+def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     """dlkit's `dlkit.*` keys under their short names (JSON ones decoded); other keys as they are."""
     meta: dict[str, Any] = {}
     for key, value in raw.items():

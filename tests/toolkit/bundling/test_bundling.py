@@ -18,7 +18,8 @@ import dlkit
 from dlkit.cli import cli
 from dlkit.errors import InvalidInputError
 from dlkit_runtime import Model
-from dlkit_runtime.manifest import IntegrityError, open_model, read_manifest, sha256_file
+from dlkit_runtime.integrity import sha256_file
+from dlkit_runtime.manifest import IntegrityError, open_model, read_manifest
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from dlkit.core import files as files_io
 from dlkit.core.catalogue import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS, Device
 from dlkit.core.precision import MANIFEST_NAMES, precision
 from dlkit.errors import InvalidInputError
-from dlkit_runtime.manifest import sha256_bytes
+from dlkit_runtime.integrity import sha256_bytes
 
 TARGETS = catalogue.DEVICES  # what a bundle is made for: the machine, its threads and advice
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dlkit.core import metadata
 from dlkit.core.tensors import TensorInfo
 from dlkit.errors import InvalidInputError
 from dlkit.exporting.options import ExportPlan
@@ -27,11 +28,7 @@ def finish_model(model: Any, source, parity: Sequence, plan: ExportPlan, inputs:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "N"
-    model.producer_name = "dlkit"
-    model.producer_version = dlkit.__version__
-    del model.metadata_props[:]
-    for key, value in _metadata(source, parity, plan, inputs, dlkit.__version__).items():
-        model.metadata_props.add(key=key, value=value)
+    metadata.stamp(model, _metadata(source, parity, plan, inputs, dlkit.__version__))
     onnx.checker.check_model(model, full_check=True)  # the file as written, after cleanup
     _check_labels(plan.labels, model)
     return model

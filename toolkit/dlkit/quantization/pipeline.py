@@ -19,7 +19,7 @@ from dlkit.quantization.measurement import Measurement
 from dlkit.quantization.metadata import stamp_metadata
 from dlkit.quantization.quantizers import count_quantized, float_compute_nodes
 from dlkit.quantization.recipe import Recipe, check_options, choose_recipe
-from dlkit.quantization.results import KeptNode, QuantizeResult  # noqa: F401  (re-exported)
+from dlkit.quantization.results import QuantizeResult
 from dlkit.quantization.sensitivity import cure_collapse, keep_sensitive_in_float
 from dlkit.quantization.sources import CheckSamples, Source, choose_check_samples, load_source, open_data_sets
 from dlkit_runtime import cpu

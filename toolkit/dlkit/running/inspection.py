@@ -86,7 +86,7 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
     """
     from dlkit.core import dependencies as _deps
     from dlkit_runtime import Model
-    from dlkit_runtime.model import _read_metadata
+    from dlkit.core import metadata
 
     path = Path(model)
     if not path.is_file():
@@ -117,7 +117,7 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         inputs=runtime.inputs, outputs=runtime.outputs, op_counts=dict(counts.most_common()),
         parameters=int(params), parameter_bytes=dict(by_dtype),
-        metadata=_read_metadata({p.key: p.value for p in proto.metadata_props}),
+        metadata=metadata.read(proto),
         quantization=_quantization(counts, by_dtype), providers=runtime.providers,
         placement=_placement(path, runtime) if placement else {},
     )

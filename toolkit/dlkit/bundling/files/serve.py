@@ -17,7 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bundled dlkit_runtime, whatever else is installed
 
 from dlkit_runtime.errors import DlkitError  # noqa: E402
-from dlkit_runtime.manifest import check_sha256, open_model, read_manifest  # noqa: E402
+from dlkit_runtime.integrity import check_sha256  # noqa: E402
+from dlkit_runtime.manifest import open_model, read_manifest  # noqa: E402
 from dlkit_runtime.serving import TOKEN_ENV, Settings, serve_models, serve_workers  # noqa: E402
 
 
