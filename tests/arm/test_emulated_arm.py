@@ -34,7 +34,7 @@ FLOAT_ATOL = 1e-5  # the issue's bound: the same float graph, another ISA's kern
 def _float_bound(name: str, expected: np.ndarray) -> float:
     """The CNN: FLOAT_ATOL. The GRU runs 50 recurrent steps of 3 x 256-term dot products, each rounded in another
     order by NEON and AVX: about 2^-24 * sqrt(768) of the output's scale per step, adding up like a random walk over
-    the steps (see tests/toolkit/test_exporting.py's _float32_bound)."""
+    the steps (see tests/toolkit/exporting/test_exporting.py's _float32_bound)."""
     if not name.startswith("char_gru"):
         return FLOAT_ATOL
     return 2.0 ** -24 * np.sqrt(3 * 256) * np.sqrt(50) * max(1.0, float(np.abs(expected).max()))

@@ -33,7 +33,8 @@ EXPORTS = ("cnn", "subclassed_cnn", "mlp_digits", "mlp_parity", "subclassed_mlp"
 # (bench/int8_avx2.py), mlp_parity (the same layers as mlp_digits, two classes) and the zoo classifier's many-sample
 # calibration; the MLPs, whose u8 x s8 pair sums saturate there, and every other int8 check stay (12 tests).
 EMULATED_SELECTION = "not cnn and not parity and not quantizes_from_many_samples"
-INT8_TESTS = ("tests/toolkit/test_quantization.py", "tests/toolkit/test_hardening.py", "tests/toolkit/test_targets.py",
+INT8_TESTS = ("tests/toolkit/quantization/test_quantization.py", "tests/toolkit/test_hardening.py",
+              "tests/toolkit/quantization/test_targets.py",
               "tests/toolkit/quantization/test_foreign_models.py")
 
 

@@ -5,7 +5,7 @@ test_export_coverage.py with every other family).
 
 dlkit.export checks parity itself before it keeps a file; these tests add the graph facts (no extra inputs, no
 Loop, the ops emitted) and the figure against a bound: float32 round-off of a few layers of outputs of magnitude
-about 1-10 stays near 1e-6, so 1e-5 (the suite's float bound, tests/toolkit/test_exporting.py) holds on any CPU.
+about 1-10 stays near 1e-6, so 1e-5 (the suite's float bound, tests/toolkit/exporting/test_exporting.py) holds on any CPU.
 """
 
 from __future__ import annotations
