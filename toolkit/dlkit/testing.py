@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from dlkit.core import judging
+
 
 def assert_parity(
     reference: Any,
@@ -13,8 +15,8 @@ def assert_parity(
     *,
     random: int | None = None,
     atol: float | None = None,
-    min_agreement: float | None = 0.99,
-    max_accuracy_drop: float | None = 0.01,
+    min_agreement: float | None = judging.MIN_AGREEMENT,
+    max_accuracy_drop: float | None = judging.MAX_ACCURACY_DROP,
     **options: Any,
 ):
     """Asserts that ONNX candidates agree with a reference model within the thresholds.

@@ -125,19 +125,6 @@ def test_cnn_without_calibration_is_refused_before_work(onnx_exports, tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_tight_bound_keeps_sensitive_nodes_in_float(onnx_exports, mnist_npz, tmp_path):
-    free = dlkit.quantize(onnx_exports["cnn"], tmp_path / "free.onnx", calibration=mnist_npz["cnn", "calib"])
-    bound = free.output_error / 2
-    result = dlkit.quantize(onnx_exports["cnn"], tmp_path / "bound.onnx", calibration=mnist_npz["cnn", "calib"],
-                            max_output_error=bound)
-    assert result.kept_in_float, "a bound at half the free error must keep nodes in float"
-    assert result.output_error <= bound
-    assert result.kept_in_float[-1].metric_after == pytest.approx(result.output_error)
-    sqnr = [k.sqnr_db for k in result.kept_in_float]
-    assert sqnr == sorted(sqnr)  # most sensitive (lowest SQNR) first
-    assert result.size_after_bytes > free.size_after_bytes
-
-
 def test_accuracy_bound_needs_labels(onnx_exports, mnist_npz, tmp_path):
     with pytest.raises(InvalidInputError, match="labelled eval data"):
         dlkit.quantize(onnx_exports["cnn"], tmp_path / "q.onnx", calibration=mnist_npz["cnn", "calib"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from dlkit.commands import _render
 from dlkit.core import catalogue
+from dlkit.core import judging
 from dlkit.core.targets import NAMES
 
 
@@ -35,6 +37,9 @@ from dlkit.core.targets import NAMES
               help="Keep sensitive nodes in float until top-1 accuracy drops by at most this (0.01 = 1 point).")
 @click.option("--max-output-error", type=float, metavar="FRACTION",
               help="Without labels: keep nodes in float until the outputs' relative error is at most this.")
+@click.option("--max-seconds", type=float, metavar="SECONDS",
+              help="Time budget of the --max-accuracy-drop/--max-output-error search: spent before the bound holds, "
+                   "exit 4 and no file. [default: none; the search tries each ranked node once]")
 @click.option("--deploy-batch-size", type=click.IntRange(min=1), metavar="N",
               help="The batch size the model will run at: dynamic int8 figures are computed at it (its scales come "
                    "from the batch). [default: 1 for dynamic, else 64]")
@@ -46,11 +51,12 @@ from dlkit.core.targets import NAMES
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, output, mode, calibration, calibration_samples, eval_data, target, method, per_tensor,
             activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error,
-            deploy_batch_size, device, force, as_json):
+            max_seconds, deploy_batch_size, device, force, as_json):
     """Quantize MODEL (any valid .onnx) to int8 or fp16 and measure what it costs.
 
     The quantized model is compared with the float one on samples held back from calibration (or the eval data,
-    or random inputs); collapsed outputs or a breached bound exit with code 4 and write no file.
+    or random inputs) and judged by dlkit verify's default thresholds (a warning below them); collapsed outputs, or
+    a bound that cannot be met with a node left in int8 (or within --max-seconds), exit with code 4 and write no file.
     """
     from dlkit.quantization.pipeline import quantize
 
@@ -61,7 +67,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
             activation_type=activation_type, weight_type=weight_type, exclude_nodes=exclude_nodes,
             exclude_op_types=exclude_op_types, max_accuracy_drop=max_accuracy_drop,
             max_output_error=max_output_error, deploy_batch_size=deploy_batch_size, force=force, progress=progress,
-            device=device,
+            device=device, max_seconds=max_seconds, search_progress=_SearchLines(progress),
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -85,16 +91,60 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
              f"{on['onnxruntime']['version']})" if on.get("where") == "device"
              else f"this host's CPU ({result.host_cpu.get('family', '?')})")
     click.echo(f"figures computed on {where}{batch}")
-    if result.float_accuracy is not None:
-        click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
-                   f"drop {100 * result.accuracy_drop:.2f} points")
-    click.echo(f"\nAgainst the float model on {result.num_samples} samples ({result.check_source}); "
-               f"relative output error {result.output_error:.3g}:")
-    click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],
-                             [[p.name, p.max_abs_error, p.mean_abs_error, p.cosine_similarity] for p in result.parity]))
+    _figures(result)
     if result.kept_in_float:
         click.echo("\nKept in float by the bound or the collapse retry (figure after each):")
         click.echo(_render.table(["node", "op", "SQNR dB", "figure after"],
                                  [[k.name, k.op_type, round(k.sqnr_db, 1), k.metric_after] for k in result.kept_in_float]))
     if result.nodes_float:
         click.echo(f"float compute nodes: {', '.join(result.nodes_float)}")
+
+
+def _figures(result) -> None:
+    """The accuracy (with its 95% interval on a small sample), the agreement and error, and verify's verdict."""
+    if result.float_accuracy is not None:
+        interval = ""
+        if result.accuracy_samples < judging.SMALL_SAMPLE:
+            low, high = result.accuracy_drop_interval
+            interval = f" (95% interval {100 * low:+.2f} to {100 * high:+.2f}, {result.accuracy_samples} samples)"
+        click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
+                   f"drop {100 * result.accuracy_drop:.2f} points{interval}")
+    agreement = "" if result.top1_agreement is None else f", top-1 agreement {result.top1_agreement:.4f}"
+    click.echo(f"\nAgainst the float model on {result.num_samples} samples ({result.check_source}); "
+               f"relative output error {result.output_error:.3g}{agreement}:")
+    click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],
+                             [[p.name, p.max_abs_error, p.mean_abs_error, p.cosine_similarity] for p in result.parity]))
+    if result.passed is not None:  # the figures against verify's default thresholds
+        limits, judged = result.thresholds, []
+        if result.top1_agreement is not None:
+            judged.append(f"top-1 agreement {result.top1_agreement:.4f} "
+                          f"{'>=' if result.top1_agreement >= limits['min_agreement'] else '<'} "
+                          f"{limits['min_agreement']:g}")
+        if result.accuracy_drop is not None:
+            judged.append(f"accuracy drop {result.accuracy_drop:.4f} "
+                          f"{'<=' if result.accuracy_drop <= limits['max_accuracy_drop'] else '>'} "
+                          f"{limits['max_accuracy_drop']:g}")
+        click.echo(f"judged as dlkit verify judges: {', '.join(judged)}: "
+                   f"{'passed' if result.passed else 'FAILED (see the warning)'}")
+
+
+class _SearchLines:
+    """One stderr line per step of the bound search, terminal or not; a calibration bar in progress ends first."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __call__(self, step) -> None:
+        bar = None if self.progress is None else self.progress.bar
+        if bar is not None and sys.stderr.isatty():  # a terminal's bar ends its line; the next calibration opens one
+            bar.__exit__(None, None, None)
+            self.progress.bar = None
+        figure = f"{step.figure_name} {step.figure:.4g}"
+        if step.node is None:
+            click.echo(f"bound search: {figure} is above the bound {step.bound:g}; keeping up to {step.total} "
+                       "nodes in float, most sensitive first", err=True)
+            return
+        verdict = f"<= bound {step.bound:g}: met" if step.met else f"> bound {step.bound:g}"
+        eta = "" if step.met or step.eta_seconds is None else f", ETA {step.eta_seconds:.1f} s"
+        click.echo(f"bound search: node {step.done} of {step.total} kept in float ({step.node}, {step.op_type}, "
+                   f"SQNR {step.sqnr_db:.1f} dB): {figure} {verdict}; {step.seconds:.1f} s{eta}", err=True)

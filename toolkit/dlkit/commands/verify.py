@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
-from dlkit.core import catalogue
+from dlkit.core import catalogue, judging
 from dlkit.errors import ToleranceError
 
 
@@ -18,9 +18,10 @@ from dlkit.errors import ToleranceError
               help="Inputs (.npy, .npz keyed by input name with optional labels 'y', or class sub-folders of images).")
 @click.option("--random", "random_samples", type=int, metavar="N", help="Compare on N random samples instead of data.")
 @click.option("--atol", type=float, help="Largest absolute error allowed on any output. [default: not checked]")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+@click.option("--min-agreement", type=float, default=judging.MIN_AGREEMENT, show_default=True,
               help="Smallest top-1 agreement with the reference allowed (classifier outputs).")
-@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True, metavar="FRACTION",
+@click.option("--max-accuracy-drop", type=float, default=judging.MAX_ACCURACY_DROP, show_default=True,
+              metavar="FRACTION",
               help="Largest top-1 accuracy drop allowed with labelled data (0.01 = 1 point).")
 @click.option("--max-samples", type=int, help="Compare at most this many samples. [default: all]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per run.")

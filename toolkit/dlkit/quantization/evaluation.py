@@ -4,13 +4,15 @@ the bound and the collapse check."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from dlkit.core import parity
 from dlkit.core import sessions
 from dlkit.core.datasources import DataSource
-from dlkit.core.figures import relative_error
+from dlkit.core.figures import relative_error, top1_agreement
+from dlkit.core.judging import paired_drop_interval
 from dlkit.core.parity import OutputParity
 
 _HOLD_BACK = 256  # at most this many calibration samples are held back for the final comparison
@@ -26,25 +28,51 @@ def check_samples(calib, evaluation, inputs, calib_stop, seed) -> tuple[dict[str
     return parity.random_inputs(inputs, _CHECK_RANDOM, seed=seed), "random"
 
 
-def compare(reference, got) -> tuple[tuple[OutputParity, ...], float]:
+def compare(reference, got) -> tuple[tuple[OutputParity, ...], float, float | None]:
+    """The figures per output, the relative error over all outputs, and the lowest top-1 agreement of the
+    classifier outputs ((batch, classes) with 2 or more classes; None without one), as `dlkit verify` judges."""
     figures = parity.compare(reference, {k: v.astype(np.float32) for k, v in got.items()})
-    return figures, relative_error(reference, got)
+    agreements = [a for a in (top1_agreement(reference[k], got[k]) for k in reference) if a is not None]
+    return figures, relative_error(reference, got), min(agreements, default=None)
 
 
-def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: float | None = None, *,
-             batch: int = 256, device=None) -> tuple[float, float]:
-    """Top-1 accuracy of the float model and of the candidate, the candidate run `batch` samples at a time (on
-    `device`, a `dlkit.device.Emulator`, when given)."""
-    def on_device(model, size) -> float:
+@dataclass(frozen=True)
+class Top1:
+    """Top-1 figures of the float model and a candidate on the same labelled eval samples.
+
+    Attributes:
+        float_accuracy, quantized_accuracy: the share of samples each classifies right. count: the samples.
+        interval: the 95% interval of the drop (`core.judging.paired_drop_interval`: both models on the same
+        samples).
+    """
+
+    float_accuracy: float
+    quantized_accuracy: float
+    count: int
+    interval: tuple[float, float]
+
+    @property
+    def drop(self) -> float:
+        return self.float_accuracy - self.quantized_accuracy
+
+    @classmethod
+    def of(cls, float_classes: np.ndarray, classes: np.ndarray, labels: np.ndarray) -> "Top1":
+        """The figures from both models' top-1 classes and the labels."""
+        right_f, right_q = float_classes == labels, classes == labels
+        counts = [int(np.sum(a & b)) for a, b in ((right_f, right_q), (right_f, ~right_q), (~right_f, right_q),
+                                                   (~right_f, ~right_q))]
+        return cls(float(np.mean(right_f)), float(np.mean(right_q)), len(labels), paired_drop_interval(*counts))
+
+
+def top1_classes(model, evaluation: DataSource, *, batch: int = 256, device=None) -> np.ndarray:
+    """The top-1 class `model` gives each sample of `evaluation`, run `batch` samples at a time (on `device`, a
+    `dlkit.device.Emulator`, when given)."""
+    def on_device(size) -> list[np.ndarray]:
         with sessions.on_device(model, device) as remote:
             name = remote.outputs[0].name
-            correct = 0
-            for start, chunk in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
-                scores = sessions.predict(remote, chunk, size)[name]
-                correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
-            return correct / evaluation.count
+            return [sessions.predict(remote, chunk, size)[name].argmax(-1) for chunk in evaluation.batches(256)]
 
-    def top1(model, size) -> float:
+    def here(size) -> list[np.ndarray]:
         session = sessions.session(model)
         name = session.get_outputs()[0].name
         fixed = sessions.fixed_batch(sessions.graph_inputs(model))  # a fixed batch axis: batches of its size
@@ -54,21 +82,18 @@ def accuracy(float_model, candidate, evaluation: DataSource, float_accuracy: flo
             feed, real = sessions.padded(part, fixed) if fixed else (part, None)
             return session.run([name], feed)[0][:real]
 
-        correct = 0
-        for start, chunk in zip(range(0, evaluation.count, 256), evaluation.batches(256)):
-            scores = np.concatenate([scores_of(part) for part in sessions.batches(chunk, size)])
-            correct += int((scores.argmax(-1) == evaluation.labels[start:start + len(scores)]).sum())
-        return correct / evaluation.count
+        return [np.concatenate([scores_of(part) for part in sessions.batches(chunk, size)]).argmax(-1)
+                for chunk in evaluation.batches(256)]
 
-    quantized = top1(candidate, batch) if device is None else on_device(candidate, batch)
-    return (top1(float_model, 256) if float_accuracy is None else float_accuracy), quantized
+    parts = here(batch) if device is None else on_device(batch)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def bound(max_accuracy_drop, max_output_error, accuracy, error) -> tuple[float | None, float | None]:
-    """The bound in force and a candidate's figure for it: its accuracy drop (None when its `accuracy`, a (float,
-    quantized) pair, was not measured), else its relative output `error`; (None, 0.0) without a bound."""
+def bound(max_accuracy_drop, max_output_error, accuracy: Top1 | None, error) -> tuple[float | None, float | None]:
+    """The bound in force and a candidate's figure for it: its accuracy drop (None when its `accuracy` was not
+    measured), else its relative output `error`; (None, 0.0) without a bound."""
     if max_accuracy_drop is not None:
-        return max_accuracy_drop, None if accuracy is None else accuracy[0] - accuracy[1]
+        return max_accuracy_drop, None if accuracy is None else accuracy.drop
     if max_output_error is not None:
         return max_output_error, error
     return None, 0.0

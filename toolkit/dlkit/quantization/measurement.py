@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from dlkit.core import sessions
 from dlkit.core.datasources import DataSource
 from dlkit.core.parity import OutputParity
-from dlkit.quantization.evaluation import accuracy, bound, collapse, compare
+from dlkit.quantization.evaluation import Top1, bound, collapse, compare, top1_classes
 from dlkit.quantization.sources import CheckSamples
 
 
@@ -19,16 +21,18 @@ class Measurement:
 
     Attributes:
         model: the candidate (a quantized ModelProto). parity: its outputs against the float model's on the check
-        samples; output_error: their relative error. accuracy: (float, candidate) top-1 accuracy on the eval data,
-        None without labels or when not asked for. bound: the bound in force, or None; metric: the bounded figure
-        (accuracy drop or output error; 0.0 without a bound; None when the accuracy it needs was not measured).
+        samples; output_error: their relative error; agreement: their lowest top-1 agreement (classifier outputs,
+        else None). accuracy: top-1 accuracy on the eval data, None without labels or when not asked for.
+        bound: the bound in force, or None; metric: the bounded figure (accuracy drop or output error; 0.0 without a
+        bound; None when the accuracy it needs was not measured).
         collapse: what is broken (constant, far-off or not finite outputs), or None.
     """
 
     model: Any
     parity: tuple[OutputParity, ...]
     output_error: float
-    accuracy: tuple[float, float] | None
+    agreement: float | None
+    accuracy: Top1 | None
     bound: float | None
     metric: float | None
     collapse: str | None
@@ -54,7 +58,7 @@ class FloatReference:
         self.eval_batch, self.device = eval_batch, device
         self.max_accuracy_drop, self.max_output_error = max_accuracy_drop, max_output_error
         self.outputs = sessions.run(prepared, check.feeds, check.what)
-        self._float_accuracy: float | None = None  # measured with the first candidate's, then kept
+        self._float_classes: np.ndarray | None = None  # measured with the first candidate's, then kept
 
     def measure(self, candidate: Any, *, with_accuracy: bool = True) -> Measurement:
         """Runs `candidate` on the check samples (and on the eval data, `with_accuracy`) and scores it.
@@ -63,15 +67,17 @@ class FloatReference:
             InvalidInputError: the candidate does not run on the samples.
         """
         got = sessions.run(candidate, self.check.feeds, self.check.what, batch=self.eval_batch, device=self.device)
-        parity, error = compare(self.outputs, got)
+        parity, error, agreement = compare(self.outputs, got)
         top1 = self._accuracy(candidate) if with_accuracy else None
         limit, metric = bound(self.max_accuracy_drop, self.max_output_error, top1, error)
-        return Measurement(candidate, parity, error, top1, limit, metric, collapse(self.outputs, parity, error))
+        return Measurement(candidate, parity, error, agreement, top1, limit, metric,
+                           collapse(self.outputs, parity, error))
 
-    def _accuracy(self, candidate: Any) -> tuple[float, float] | None:
-        if self.eval_data is None or self.eval_data.labels is None:
+    def _accuracy(self, candidate: Any) -> Top1 | None:
+        data = self.eval_data
+        if data is None or data.labels is None:
             return None
-        figures = accuracy(self.prepared, candidate, self.eval_data, float_accuracy=self._float_accuracy,
-                           batch=self.eval_batch, device=self.device)
-        self._float_accuracy = figures[0]
-        return figures
+        if self._float_classes is None:  # the float model on this host, once
+            self._float_classes = top1_classes(self.prepared, data)
+        classes = top1_classes(candidate, data, batch=self.eval_batch, device=self.device)
+        return Top1.of(self._float_classes, classes, np.asarray(data.labels))

@@ -15,11 +15,12 @@ from dlkit.core import files as _files
 from dlkit.core import targets as targets_
 from dlkit.quantization.candidate import Candidates, quantize_first
 from dlkit.quantization.evaluation import weight_bytes
+from dlkit.quantization.judgement import THRESHOLDS, judge
 from dlkit.quantization.measurement import Measurement
 from dlkit.quantization.metadata import stamp_metadata
 from dlkit.quantization.quantizers import count_quantized, float_compute_nodes
 from dlkit.quantization.recipe import Recipe, check_options, choose_recipe
-from dlkit.quantization.results import QuantizeResult
+from dlkit.quantization.results import QuantizeResult, SearchStep
 from dlkit.quantization.sensitivity import cure_collapse, keep_sensitive_in_float
 from dlkit.quantization.sources import CheckSamples, Source, choose_check_samples, load_source, open_data_sets
 from dlkit_runtime import cpu
@@ -47,6 +48,7 @@ def quantize(
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
     device: str | None = None,
+    max_seconds: float | None = None, search_progress: Callable[[SearchStep], None] | None = None,
 ) -> QuantizeResult:
     """Quantizes an ONNX model to int8 or fp16 and measures what it cost.
 
@@ -55,33 +57,33 @@ def quantize(
         output: where to write. Defaults to MODEL.int8.onnx (or .fp16.onnx).
         mode: "auto" (the default: static for convolutional models, dynamic for MLPs and recurrent models
             without calibration data, static with it), "dynamic", "static" or "fp16".
-        calibration: `.npy`, `.npz` or an image folder for static calibration.
+        calibration: `.npy`, `.npz` or an image folder for static calibration, its first `calibration_samples`.
         eval_data: `.npz` with inputs and labels `y` (or a labelled image folder) for accuracy figures.
         target: where the int8 model will run, for onnxruntime's type pairs that keep its int8 arithmetic exact
             there: "host" (the default: this CPU, detected), "x86-vnni", "x86-avx2", "arm64", "gpu", or a bundle's
             device ("rpi4", "rpi5", "aarch64": arm64; "x86_64": x86-avx2, exact on every x86 CPU).
-        per_channel: per-channel weight scales. Defaults to True.
-        method: calibration method, "minmax", "entropy" or "percentile". Defaults to "minmax".
-        activation_type, weight_type: "int8" or "uint8". Defaults to the target's.
-        exclude_nodes, exclude_op_types: nodes to keep in float, by name or op type.
-        max_accuracy_drop: the largest top-1 accuracy drop allowed (0.01 = one point); needs labelled eval_data.
-        max_output_error: the largest relative output error allowed, without labels.
-        calibration_samples: calibration samples to use at most. Defaults to 1000.
+        per_channel: per-channel weight scales (default). method: "minmax" (default), "entropy" or "percentile".
+        activation_type, weight_type: "int8" or "uint8" (default: the target's). exclude_nodes, exclude_op_types:
+            nodes to keep in float, by name or op type.
+        max_accuracy_drop, max_output_error: a bound on the top-1 accuracy drop (0.01 = one point; labelled
+            eval_data) or the relative output error: sensitive nodes are kept in float until it holds, one stays int8.
         deploy_batch_size: the batch size the model will run at when deployed; a dynamic int8 model's figures are
             computed at it, since its activation scales come from the batch. Defaults to None: 1 for dynamic int8
             (a device answering one request at a time), 64 otherwise (the figures do not depend on it).
-        force: replace an existing output. progress: called with (done, total) during calibration.
-        seed: seed of random check samples.
+        force: replace an existing output. progress: called with (done, total) during calibration. seed: of random
+            check samples.
         device: compute the quantized model's figures (the check samples, eval_data's accuracy, the collapse check
             and the bound) on this emulated device ("rpi4", "rpi5", "aarch64"; `dlkit.device`), with its own int8
             kernels. The float model's figures stay on this host. Defaults to None: this host.
+        max_seconds: the bound search's time budget from its start. Defaults to None: each ranked node tried once.
+        search_progress: called with a `SearchStep` as the bound search starts and after each node it keeps.
 
     Returns:
-        A `QuantizeResult`.
+        A `QuantizeResult`; below `dlkit verify`'s default thresholds (`dlkit.core.judging`) a warning, not an error.
 
     Raises:
         InvalidInputError: a bad path, option or data (before any work). QuantizationError: the quantizers failed.
-        ToleranceError: outputs collapsed, or the bound cannot be met even with every node in float.
+        ToleranceError: collapsed outputs; a bound not met with a node left in int8 (or within max_seconds).
 
     Example:
         >>> r = dlkit.quantize("cnn.onnx", calibration="mnist.npz", eval_data="mnist_test.npz")
@@ -90,7 +92,7 @@ def quantize(
     """
     started = time.perf_counter()
     int8_target = check_options(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,
-                                deploy_batch_size, target, device)
+                                deploy_batch_size, target, device, max_seconds)
     source = load_source(model, output, mode=mode, force=force)
     calib, evaluation = open_data_sets(source, calibration, eval_data, max_accuracy_drop)
     recipe = choose_recipe(source.model, calib, mode, int8_target, per_channel=per_channel, method=method,
@@ -101,7 +103,7 @@ def quantize(
         candidates, measured = quantize_first(
             source, recipe, calib, check, evaluation, exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
             progress=progress, device=emulator, max_accuracy_drop=max_accuracy_drop, max_output_error=max_output_error)
-        measured = keep_sensitive_in_float(candidates, measured)
+        measured = keep_sensitive_in_float(candidates, measured, max_seconds=max_seconds, on_step=search_progress)
         measured = cure_collapse(candidates, measured, recipe.steps)
     return _write_result(source, recipe, check, candidates, measured, emulator, started)
 
@@ -129,6 +131,7 @@ def _write_result(source: Source, recipe: Recipe, check: CheckSamples, candidate
         else emulator.computed_on()
     kernels = None if emulator is None else cpu.CpuKind.from_dict(computed_on["cpu"])
     warning = targets_.mismatch(int8_target.name, settings, kernels) if int8 else None
+    judgement = judge(measured, check)
     data = candidate.SerializeToString()
     _files.write_atomic(source.out_path, data)
     return QuantizeResult(
@@ -137,11 +140,14 @@ def _write_result(source: Source, recipe: Recipe, check: CheckSamples, candidate
         nodes_float=tuple(float_compute_nodes(candidate, mode)), kept_in_float=tuple(candidates.kept),
         size_before_bytes=sum(f.stat().st_size for f in source.files), size_after_bytes=len(data),
         parity=measured.parity, num_samples=check.count, check_source=check.source, output_error=measured.output_error,
-        float_accuracy=None if accuracy is None else accuracy[0],
-        quantized_accuracy=None if accuracy is None else accuracy[1],
-        accuracy_drop=None if accuracy is None else accuracy[0] - accuracy[1],
+        float_accuracy=None if accuracy is None else accuracy.float_accuracy,
+        quantized_accuracy=None if accuracy is None else accuracy.quantized_accuracy,
+        accuracy_drop=None if accuracy is None else accuracy.drop,
         preparation=tuple(recipe.steps), seconds=round(time.perf_counter() - started, 3),
         target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=recipe.eval_batch,
-        warnings=(warning,) if warning else (),
+        warnings=((warning,) if warning else ()) + judgement.warnings,
         float_weights_bytes=weight_bytes(recipe.prepared), computed_on=computed_on,
+        top1_agreement=measured.agreement, accuracy_samples=None if accuracy is None else accuracy.count,
+        accuracy_drop_interval=None if accuracy is None else accuracy.interval, thresholds=dict(THRESHOLDS),
+        passed=judgement.passed,
     )

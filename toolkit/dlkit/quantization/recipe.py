@@ -39,11 +39,12 @@ class Recipe:
 
 
 def check_options(mode, method, activation_type, weight_type, max_accuracy_drop, max_output_error,
-                  deploy_batch_size, target, device) -> targets_.Target:
+                  deploy_batch_size, target, device, max_seconds=None) -> targets_.Target:
     """Checks the options before any work and resolves the int8 target.
 
     Raises:
-        InvalidInputError: an unknown option value, device or target, or uint8 weights for arm64.
+        InvalidInputError: an unknown option value, device or target, uint8 weights for arm64, or a time budget
+        that is not a positive number or has no bound to search for.
     """
     for value, allowed, option in ((mode, MODES, "mode"), (method, METHODS, "method"),
                                    (activation_type, TYPES, "activation type"), (weight_type, TYPES, "weight type")):
@@ -54,6 +55,12 @@ def check_options(mode, method, activation_type, weight_type, max_accuracy_drop,
     for value, option in ((max_accuracy_drop, "max_accuracy_drop"), (max_output_error, "max_output_error")):
         if value is not None and not 0 <= value < 1:
             raise InvalidInputError(f"{option} must be in [0, 1), got {value}")
+    if max_seconds is not None:
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+            raise InvalidInputError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+        if max_accuracy_drop is None and max_output_error is None:
+            raise InvalidInputError("max_seconds is the bound search's time budget; give --max-accuracy-drop or "
+                                    "--max-output-error too")
     if device is not None:
         from dlkit.device import lookup
 

@@ -29,6 +29,32 @@ class KeptNode:
 
 
 @dataclass(frozen=True)
+class SearchStep:
+    """One step of the bound search, as its progress line shows it.
+
+    Attributes:
+        done: nodes the search has kept in float so far (0: the search starts). total: the most it will keep
+        (every ranked node but one when all are ranked: a model with no int8 node left is not an int8 model).
+        node, op_type, sqnr_db: the node it just kept in float (None at the start). figure_name: "accuracy drop"
+        or "output error"; figure: the new candidate's; bound: the largest allowed. seconds: since the search
+        started. eta_seconds: the longest the rest can take at the pace so far (capped by the time budget; None
+        at the start). met: the figure is within the bound.
+    """
+
+    done: int
+    total: int
+    node: str | None
+    op_type: str | None
+    sqnr_db: float | None
+    figure_name: str
+    figure: float
+    bound: float
+    seconds: float
+    eta_seconds: float | None
+    met: bool
+
+
+@dataclass(frozen=True)
 class QuantizeResult:
     """What `quantize` wrote and what it cost.
 
@@ -50,7 +76,12 @@ class QuantizeResult:
         preparation: what was done to the model before quantizing.
         eval_batch_size: the batch size the quantized model ran at for the figures (a dynamic int8 model's outputs
         depend on the batch it runs in; static int8, fp16 and float do not). warnings: what the figures do not
-        show (another CPU's kernels).
+        show (another CPU's kernels), the figures below `dlkit verify`'s thresholds, a small labelled sample.
+        top1_agreement: the lowest top-1 agreement of a classifier output with the float model on the check samples
+        (None without a classifier output). accuracy_samples: the labelled samples the accuracy figures are from.
+        accuracy_drop_interval: the 95% interval of the accuracy drop (Newcombe's paired score interval).
+        thresholds: `dlkit verify`'s defaults (`core.judging`), which the figures are judged by. passed: the
+        figures are within them (None when nothing was judged: random check samples, no classifier output).
     """
 
     path: str
@@ -78,6 +109,11 @@ class QuantizeResult:
     warnings: tuple[str, ...] = ()
     float_weights_bytes: int = 0
     computed_on: Mapping[str, Any] = field(default_factory=dict)
+    top1_agreement: float | None = None
+    accuracy_samples: int | None = None
+    accuracy_drop_interval: tuple[float, float] | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    passed: bool | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -93,5 +129,8 @@ class QuantizeResult:
         out["host_cpu"] = dict(self.host_cpu)
         out["computed_on"] = dict(self.computed_on)
         out["warnings"] = list(self.warnings)
+        out["thresholds"] = dict(self.thresholds)
+        interval = self.accuracy_drop_interval
+        out["accuracy_drop_interval"] = None if interval is None else list(interval)
         out["size_ratio"] = self.size_ratio
         return out

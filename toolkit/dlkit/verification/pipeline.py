@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
+from dlkit.core import judging
 from dlkit.core.agreement import HISTOGRAM_EDGES, WORST_SAMPLES, WorstSample  # noqa: F401  (re-exported)
 from dlkit.verification.candidates import TOP_NODES, NodeError  # noqa: F401  (re-exported)
 from dlkit.verification.evaluation import candidate_results, measure, output_roles
@@ -32,8 +33,8 @@ def verify(
     *,
     random: int | None = None,
     atol: float | None = None,
-    min_agreement: float | None = 0.99,
-    max_accuracy_drop: float | None = 0.01,
+    min_agreement: float | None = judging.MIN_AGREEMENT,
+    max_accuracy_drop: float | None = judging.MAX_ACCURACY_DROP,
     max_samples: int | None = None,
     batch_size: int = 256,
     deploy_batch_size: int = 1,
