@@ -5,6 +5,12 @@ emulated CPU and int8 alias is derived from here: a new device is one entry belo
 int8 presets: onnxruntime's int8 kernels differ by CPU family (`dlkit_runtime.cpu`). VNNI and ARM add int8 products
 exactly; x86 without VNNI adds pairs of u8 x s8 products in int16 and saturates, so its preset uses 7-bit weights
 (`reduce_range`), with which every family computes the same integers (`core/targets.py`).
+
+Every CPU preset takes uint8 activations and int8 weights. onnxruntime's QDQ fusion accepts int8 activations only on
+ARM: on x86 its S8-to-U8 rewrite skips a tensor read by two DequantizeLinear nodes (each residual of a MobileNet),
+so those convolutions and Adds ran in float between QDQ pairs, wrapped in layout Transposes, and the host's graph was
+not the Pi's (onnxruntime's qdq_selector_action_transformer.h, qdq_s8_to_u8.cc). With uint8 activations every
+QLinearConv and QLinearAdd fuses on both, the host runs the graph the Pi runs, and int8 is faster than float.
 """
 
 from __future__ import annotations
@@ -15,16 +21,16 @@ from typing import Any, Mapping
 # The int8 presets: onnxruntime's recommended (activation, weight) types and options per kernel family.
 X86_VNNI, X86_AVX2, ARM64, GPU = "x86-vnni", "x86-avx2", "arm64", "gpu"
 PRESETS = {
-    X86_VNNI: {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
+    X86_VNNI: {"activation_type": "uint8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
     X86_AVX2: {"activation_type": "uint8", "weight_type": "int8", "reduce_range": True, "symmetric": False},
-    ARM64: {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
+    ARM64: {"activation_type": "uint8", "weight_type": "int8", "reduce_range": False, "symmetric": False},
     GPU: {"activation_type": "int8", "weight_type": "int8", "reduce_range": False, "symmetric": True},
 }
 PRESET_REASONS = {
-    X86_VNNI: "int8 weights and activations: VNNI adds int8 products exactly",
+    X86_VNNI: "uint8 activations and int8 weights: VNNI adds u8 x s8 products exactly, and every convolution fuses",
     X86_AVX2: "uint8 activations and 7-bit weights (reduce_range): AVX2 adds u8 x s8 pairs in int16, which "
               "saturate with 8-bit weights",
-    ARM64: "int8 weights and activations: ARM's NEON kernels add int8 products exactly",
+    ARM64: "uint8 activations and int8 weights: ARM's NEON kernels add the products exactly, as VNNI does",
     GPU: "symmetric int8 for TensorRT",
 }
 PORTABLE_PRESET = X86_AVX2  # exact on every CPU family: the preset for an x86 CPU of unknown kind
