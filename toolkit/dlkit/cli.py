@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
+from pathlib import Path
 
 import click
 
@@ -39,12 +41,35 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         wants_json = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]  # before click consumes them
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _OneLineWarnings(warnings.showwarning)
+                return super().invoke(ctx)
         except DlkitError as err:
             click.echo(f"Error: {err}", err=True)
             if wants_json and not ctx.meta.get("dlkit.json_emitted"):  # scripts read stdout: the error as JSON too
                 click.echo(json.dumps({"error": str(err), "error_type": type(err).__name__, "exit_code": err.exit_code}))
             ctx.exit(err.exit_code)
+
+
+class _OneLineWarnings:
+    """dlkit's own warnings as `warning: MESSAGE` on one stderr line, each message once per run, without the
+    Python source line; other libraries' warnings go to the usual handler."""
+
+    _OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "dlkit_runtime"))
+
+    def __init__(self, fallback):
+        self.fallback, self.seen = fallback, set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        import dlkit_runtime
+
+        ours = (*self._OURS, str(Path(dlkit_runtime.__file__).resolve().parent))
+        if not str(Path(filename).resolve()).startswith(ours):
+            return self.fallback(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in self.seen:
+            self.seen.add(text)
+            click.echo(f"warning: {text}", err=True)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -21,7 +21,9 @@ import numpy as np
 from dlkit.core import catalogue
 from dlkit.errors import InvalidInputError
 
-DEMOS = {"cnn": "cnn", "mlp": "mlp_digits", "gru": "char_gru"}
+DEMOS = {"cnn": "cnn", "mlp": "mlp_digits", "gru": "char_gru", "mobilenet": "mobilenet"}
+LABELS = {"cnn": "labels_digits.txt", "mlp": "labels_digits.txt", "mobilenet": "labels_photos.txt"}
+_PHOTO_SAMPLES = 256  # test photos the export is checked on
 GRU_SPECS = ("x:int32[N,T]", "hidden:float32[N,256]")
 GRU_RENAME = ("output_0=logits", "output_1=state")
 _EVAL_TEXT_WINDOWS = 300
@@ -72,7 +74,8 @@ def demo(model: str = "cnn", out: str | os.PathLike = "out/demo", *, samples: st
     """Runs export, quantize, verify, bench and bundle on a sample model and summarizes them.
 
     Args:
-        model: "cnn" (default), "mlp" or "gru".
+        model: "cnn" (default), "mlp", "gru" or "mobilenet" (a MobileNetV2 on camera-like JPEGs, its Resizing and
+            Rescaling inside).
         out: folder for everything it writes (replaced files inside it). Defaults to "out/demo".
         samples: the repository's `sample_models/` folder. Defaults to the one beside dlkit's source, or
             `$DLKIT_SAMPLES`.
@@ -101,8 +104,8 @@ def demo(model: str = "cnn", out: str | os.PathLike = "out/demo", *, samples: st
     exported = dlkit.export(keras_file, folder / f"{name}.onnx", force=True, sample_data=data["sample"],
                             num_samples=256, input_specs=GRU_SPECS if model == "gru" else (),
                             rename=GRU_RENAME if model == "gru" else None,
-                            labels=None if model == "gru" else root / "trained" / "labels_digits.txt",
-                            preprocessing=None if model == "gru" else {"scale": 1 / 255})
+                            labels=root / "trained" / LABELS[model] if model in LABELS else None,
+                            preprocessing={"scale": 1 / 255} if model in ("cnn", "mlp") else None)
     say(f"    max abs error {exported.max_abs_error:.2g} on {exported.num_samples} samples")
 
     say("2/5 quantize to static int8, calibrated on the shipped training data")
@@ -181,6 +184,8 @@ def _data(model: str, datasets: Any, folder: Path) -> dict[str, Any]:
         return {"calib": folder / "calibration.npz", "sample": {"x": train, "hidden": zeros},
                 "eval_x": held[:, :100], "eval_y": held[:, 1:],
                 "bench": {"x": held[:1, :100], "hidden": np.zeros((1, 256), np.float32)}}
+    if model == "mobilenet":
+        return _photo_data(datasets)
     kind = "cnn" if model == "cnn" else "mlp"
     train, _ = datasets.load_mnist("train", shipped_only=True)
     images, labels = datasets.load_mnist("test", shipped_only=True)
@@ -189,6 +194,17 @@ def _data(model: str, datasets: Any, folder: Path) -> dict[str, Any]:
     np.savez(folder / "mnist_test.npz", pixels=x, y=labels)
     return {"calib": folder / "calibration.npz", "eval": folder / "mnist_test.npz", "sample": {"pixels": x[:1000]},
             "bench": {"pixels": x[:1]}}
+
+
+def _photo_data(datasets: Any) -> dict[str, Any]:
+    """The JPEG folders themselves (calibration on the training photos, verification on the test photos), and
+    test photos decoded in memory for the export's check and the benchmark."""
+    photos = Path(datasets.__file__).resolve().parent / "data" / "photos"
+    from PIL import Image
+
+    files = sorted((photos / "test").glob("*/*.jpg"))[::4][:_PHOTO_SAMPLES]
+    x = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])
+    return {"calib": photos / "train", "eval": photos / "test", "sample": {"image": x}, "bench": {"image": x[:1]}}
 
 
 def _gru_accuracy(keras_file: Path, float_path: str, int8_path: str, data: dict) -> dict[str, float]:

@@ -12,7 +12,7 @@ from dlkit.errors import ToleranceError
 
 
 @click.command("demo")
-@click.option("--model", type=click.Choice(["cnn", "mlp", "gru"]), default="cnn", show_default=True,
+@click.option("--model", type=click.Choice(["cnn", "mlp", "gru", "mobilenet"]), default="cnn", show_default=True,
               help="The sample model to take through every stage.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True,
               help="Folder for the files the demo writes.")
