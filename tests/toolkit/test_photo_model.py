@@ -85,8 +85,9 @@ def test_static_int8_of_the_photo_model(photo_int8):
 
 @pytest.mark.int8
 def test_int8_graph_fuses_every_convolution_without_layout_transposes(photo_int8, tmp_path):
-    """The graph onnxruntime runs: every Conv a QLinearConv and every residual Add a QLinearAdd, with no layout
-    Transposes left around them (int8 activations left 33 Transposes and float islands on x86)."""
+    """The graph onnxruntime runs: the input's Resize and Rescaling and the first convolution in float (the float
+    stem), then every other Conv a QLinearConv and every residual Add a QLinearAdd, with no layout Transposes
+    between them (int8 activations left 33 Transposes and float islands on x86)."""
     import onnx
     import onnxruntime as ort
 
@@ -95,8 +96,9 @@ def test_int8_graph_fuses_every_convolution_without_layout_transposes(photo_int8
     options.log_severity_level = 3
     ort.InferenceSession(photo_int8.path, options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
-    assert ops["QLinearConv"] >= 51 and ops["QLinearAdd"] >= 10, ops
-    assert ops["Transpose"] <= 1 and ops["Conv"] == ops["Add"] == 0, ops
+    assert ops["QLinearConv"] >= 50 and ops["QLinearAdd"] >= 10, ops
+    assert ops["Conv"] <= 1 and ops["Transpose"] <= 3, ops  # the stem, and the layout around it only
+    assert any("kept in float" in step and "Resize" in step for step in photo_int8.preparation), photo_int8.preparation
 
 
 @pytest.mark.int8
