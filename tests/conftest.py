@@ -47,6 +47,10 @@ SAMPLES = {
 }
 
 
+# trained models proven by a test module of their own instead of the registry's parametrized tests
+OWN_TESTS = {"mobilenet": "tests/toolkit/test_photo_model.py"}
+
+
 def sample_cases():
     """(sample name, format) pairs: every sample model from each file format it is saved in."""
     return [pytest.param(name, fmt, id=f"{name}-{fmt}") for name, s in SAMPLES.items() for fmt in s.formats]

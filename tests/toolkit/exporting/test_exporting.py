@@ -68,11 +68,14 @@ def test_sample_model_parity_on_real_data(name, fmt, model_files, keras_models, 
 
 
 def test_registry_models_all_tested():
-    """Every trained model in sample_models/trained is in the registry, so none goes untested."""
-    from tests.conftest import TRAINED
+    """Every trained model in sample_models/trained is in the registry or has a test module of its own, so none
+    goes untested."""
+    from tests.conftest import OWN_TESTS, ROOT, TRAINED
 
     trained = {p.stem for p in TRAINED.glob("*.keras")}
-    assert trained == set(SAMPLES)
+    assert trained == set(SAMPLES) | set(OWN_TESTS) and not set(SAMPLES) & set(OWN_TESTS)
+    for name, module in OWN_TESTS.items():
+        assert f"{name}.keras" in (ROOT / module).read_text(), module
 
 
 def test_names_metadata_and_checker(model_files, tmp_path):
