@@ -1,7 +1,7 @@
 """Latency of float vs each int8 mode, per sample model, on this CPU (issue 3's benchmark).
 
 Every sample model is exported, quantized dynamic and static (calibrated on the shipped MNIST training subset,
-or on real text for the GRU), and timed by onnxruntime in one process: one intra-op thread, batch 1 and 32,
+on real text for the GRU, on the training JPEG folder for the photo model `mobilenet`), and timed by onnxruntime in one process: one intra-op thread, batch 1 and 32,
 interleaved rounds, medians. Absolute times on a shared machine are noise; read the ratios.
 
     python bench/quantize_latency.py [--rounds 7] [--json bench/results/quantize_latency.json]
@@ -28,9 +28,17 @@ ARCH = ROOT / "sample_models" / "architectures.py"
 GRU_SPECS = ["x:int32[N,T]", "hidden:float32[N,256]"]
 
 
+PHOTOS = ROOT / "sample_models" / "data" / "photos"
+
+
 def _inputs(name: str, batch: int) -> dict[str, np.ndarray]:
     from sample_models import datasets
 
+    if name == "mobilenet":
+        from PIL import Image
+
+        files = sorted((PHOTOS / "test").glob("*/*.jpg"))[::37][:batch]
+        return {"image": np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])}
     if name == "char_gru":
         ids = datasets.encode(datasets.load_text(shipped_only=True))
         x = np.stack([ids[i * 100:i * 100 + 100] for i in range(batch)]).astype(np.int32)
@@ -51,7 +59,9 @@ def _prepare(name: str, folder: Path) -> dict[str, Path]:
     dlkit.export(ROOT / "sample_models" / "trained" / f"{name}.keras", float_path,
                  input_specs=GRU_SPECS if name == "char_gru" else ())
     calib = folder / f"{name}_calib.npz"
-    if name == "char_gru":
+    if name == "mobilenet":
+        calib = PHOTOS / "train"
+    elif name == "char_gru":
         ids = datasets.encode(datasets.load_text(shipped_only=True))
         x = np.stack([ids[i * 97:i * 97 + 100] for i in range(256)]).astype(np.int32)
         np.savez(calib, x=x, hidden=np.zeros((len(x), 256), np.float32))
@@ -92,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--models", default="mlp_parity,mlp_digits,cnn,subclassed_mlp,subclassed_cnn,char_gru")
+    parser.add_argument("--models", default="mlp_parity,mlp_digits,cnn,subclassed_mlp,subclassed_cnn,char_gru,mobilenet")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
