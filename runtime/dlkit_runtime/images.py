@@ -176,7 +176,7 @@ def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]
         return np.ascontiguousarray((x.transpose(2, 0, 1) if layout == "NCHW" else x[..., 0] if layout == "NHW" else x)[None])
     x = pixels.astype(np.float32)
     hints = metadata.get("preprocessing") if isinstance(metadata.get("preprocessing"), dict) else {}
-    if not any(k in hints for k in ("scale", "mean", "std")):
+    if not any(k in hints for k in ("scale", "mean", "std", "in_model")):  # in_model: it prepares raw pixels itself
         warnings.warn(f"the model has no preprocessing hints (dlkit.preprocessing); input '{info.name}' gets raw 0-255 "
                       "pixel values", UserWarning, stacklevel=2)
     x = x * float(hints.get("scale", 1.0))

@@ -68,6 +68,22 @@ def test_export_keeps_the_preprocessing_inside_with_parity_on_photos(photo_onnx)
     assert photo_onnx.sample_source != "random" and photo_onnx.max_abs_error <= 1e-4
 
 
+def test_the_preprocessing_inside_is_recorded_and_photos_go_in_raw(photo_onnx, tmp_path):
+    """Resizing and Rescaling at the input are recorded as what they are, so images are fed as decoded (0-255)
+    without a warning, by the runtime and by the bundle's predict.py alike."""
+    import warnings
+
+    model = Model(photo_onnx.path)
+    assert model.metadata["preprocessing"] == {"in_model": ["Resizing(96x96)", "Rescaling(x0.00784314, -1)"]}
+    photo = sorted((PHOTOS / "test" / "bird").glob("*.jpg"))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no preprocessing hints" warning from the runtime's image path
+        run = CliRunner().invoke(cli, ["run", photo_onnx.path, "-i", str(photo), "--top-k", "1"])
+    assert run.exit_code == 0 and "warning" not in run.stderr, run.stderr
+    best = int(model.predict(_photos_one(photo))["logits"].argmax())  # the photo as decoded, 0-255
+    assert LABELS.read_text().split()[best] in run.stdout, run.stdout
+
+
 @pytest.mark.int8
 def test_static_int8_of_the_photo_model(photo_int8):
     """Default static int8, calibrated on the training folder, judged on the 1,200 test photos.

@@ -46,9 +46,46 @@ def _metadata(source, parity: Sequence, plan: ExportPlan, inputs: Sequence[Tenso
     }
     if plan.labels:
         meta["dlkit.labels"] = json.dumps(plan.labels)
-    if plan.preprocessing:
-        meta["dlkit.preprocessing"] = json.dumps(plan.preprocessing)
+    preprocessing = plan.preprocessing or in_model_preprocessing(source.keras_model)
+    if preprocessing:
+        meta["dlkit.preprocessing"] = json.dumps(preprocessing)
     return meta
+
+
+# Keras layers that prepare an image inside the model (the random augmentations are identities at inference)
+_PREPARING = ("Rescaling", "Normalization", "Resizing", "CenterCrop")
+_AUGMENTING = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation",
+               "RandomBrightness", "RandomCrop")
+
+
+def in_model_preprocessing(keras_model: Any) -> dict[str, Any] | None:
+    """`{"in_model": ["Resizing(96x96)", "Rescaling(x0.00784314, -1)"]}` when a one-input model starts with Keras'
+    preprocessing layers: it takes raw pixels and prepares them itself, so the runtime feeds images as decoded
+    (no scaling) and says nothing. None when the model does not start so, or is not a Keras model."""
+    layers = [layer for layer in getattr(keras_model, "layers", None) or []
+              if type(layer).__name__ != "InputLayer"]
+    if len(getattr(keras_model, "inputs", None) or []) != 1:
+        return None
+    found = []
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind in _AUGMENTING:
+            continue
+        if kind not in _PREPARING:
+            break
+        found.append(_describe(layer, kind))
+    return {"in_model": found} if found else None
+
+
+def _describe(layer: Any, kind: str) -> str:
+    config = layer.get_config()
+    if kind == "Rescaling":
+        scale, offset = config.get("scale"), config.get("offset")
+        return f"Rescaling(x{scale:.6g}, {offset:+g})" if isinstance(scale, (int, float)) and \
+            isinstance(offset, (int, float)) else "Rescaling"
+    if kind in ("Resizing", "CenterCrop"):
+        return f"{kind}({config.get('height')}x{config.get('width')})"
+    return kind
 
 
 def _check_labels(labels: list[str] | None, model: Any) -> None:
