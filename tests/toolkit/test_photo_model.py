@@ -130,7 +130,7 @@ def test_verify_on_the_test_folder_gives_numbers(photo_onnx, photo_int8, tmp_pat
 
 
 @pytest.mark.int8
-def test_int8_outputs_are_the_hosts_on_vnni_as_quantize_says(photo_int8):
+def test_int8_figures_name_the_kernels_that_computed_them(photo_int8):
     """The figures quantize prints are the host's kernels' (named in computed_on and the target)."""
     host = cpu.host()
     assert photo_int8.host_cpu["family"] == host.family

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -55,16 +56,13 @@ class _OneLineWarnings:
     """dlkit's own warnings as `warning: MESSAGE` on one stderr line, each message once per run, without the
     Python source line; other libraries' warnings go to the usual handler."""
 
-    _OURS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "dlkit_runtime"))
-
     def __init__(self, fallback):
+        runtime = importlib.util.find_spec("dlkit_runtime").origin  # found, not imported: --help stays light
         self.fallback, self.seen = fallback, set()
+        self.ours = tuple(str(Path(p).resolve().parent) for p in (__file__, runtime))
 
     def __call__(self, message, category, filename, lineno, file=None, line=None):
-        import dlkit_runtime
-
-        ours = (*self._OURS, str(Path(dlkit_runtime.__file__).resolve().parent))
-        if not str(Path(filename).resolve()).startswith(ours):
+        if not str(Path(filename).resolve()).startswith(self.ours):
             return self.fallback(message, category, filename, lineno, file, line)
         text = " ".join(str(message).split())
         if text not in self.seen:

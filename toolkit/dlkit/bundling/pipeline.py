@@ -22,9 +22,6 @@ from dlkit.core.precision import MANIFEST_NAMES, precision
 from dlkit.errors import InvalidInputError
 from dlkit_runtime.integrity import sha256_bytes
 
-TARGETS = catalogue.DEVICES  # what a bundle is made for: the machine, its threads and advice
-
-
 @dataclass(frozen=True)
 class BundleResult:
     """What `bundle` made.
@@ -114,14 +111,14 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
 
 def _check_arguments(target: str, threads: int | None, check_on_device: bool) -> Device:
     """The target's catalogue entry, once the arguments are known good (before any work)."""
-    if target not in TARGETS:
-        raise InvalidInputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+    if target not in catalogue.DEVICES:
+        raise InvalidInputError(f"target {target!r} is not one of {', '.join(catalogue.DEVICES)}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
     if check_on_device and target not in catalogue.EMULATED:
         raise InvalidInputError(f"check_on_device emulates an ARM target ({', '.join(catalogue.EMULATED)}); an "
                                 f"{target} bundle runs here as it is: run its predict.py")
-    return TARGETS[target]
+    return catalogue.DEVICES[target]
 
 
 def _entries(sources: list[Path], loaded: list) -> list[dict]:
@@ -129,7 +126,7 @@ def _entries(sources: list[Path], loaded: list) -> list[dict]:
     entries = []
     for i, (path, (onnx_model, data)) in enumerate(zip(sources, loaded)):
         name = path.name if i == 0 or path.name != sources[0].name else f"{path.stem}_float.onnx"
-        kind = precision(path, onnx_model.metadata, feature="dlkit bundle").kind
+        kind = precision(data, onnx_model.metadata, feature="dlkit bundle").kind
         entries.append({"file": name, "sha256": sha256_bytes(data), "size_bytes": len(data),
                         "precision": MANIFEST_NAMES[kind]})
     return entries
@@ -235,4 +232,4 @@ def _dlkit_version() -> str:
     return dlkit.__version__
 
 
-__all__ = ["TARGETS", "BundleResult", "bundle", "unpack"]
+__all__ = ["BundleResult", "bundle", "unpack"]

@@ -24,8 +24,10 @@ class Precision:
     qdq: bool = False
 
 
-def precision(path: str | os.PathLike, metadata: Mapping[str, Any], *, feature: str = "dlkit verify") -> Precision:
-    """The precision of the ONNX file at `path`; `metadata` is its dlkit metadata (`dlkit_runtime.Model.metadata`).
+def precision(source: str | os.PathLike | bytes, metadata: Mapping[str, Any], *,
+              feature: str = "dlkit verify") -> Precision:
+    """The precision of an ONNX model (a file's path, or its bytes already read); `metadata` is its dlkit metadata
+    (`dlkit_runtime.Model.metadata`).
 
     Raises:
         MissingDependencyError: onnx is not installed (`feature` names what needed it).
@@ -34,7 +36,8 @@ def precision(path: str | os.PathLike, metadata: Mapping[str, Any], *, feature: 
     from dlkit.core.sessions import all_nodes
 
     onnx = dependencies.require("onnx", feature)
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load_from_string(source) if isinstance(source, bytes) else \
+        onnx.load(str(source), load_external_data=False)
     ops = {n.op_type for n in all_nodes(model.graph)}
     if ops & _INT8_OPS or any(o.endswith("Integer") or o.startswith("QLinear") for o in ops):
         target, settings = targets.of_model(metadata)

@@ -1,16 +1,10 @@
-"""The float model's metadata read, and the quantized model's stamped: the source's metadata plus the quantization's."""
+"""The quantized model's metadata: the source's plus the quantization's (read with `dlkit.core.metadata`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from dlkit.core import metadata
-
-
-def read_metadata(model) -> dict[str, Any]:
-    """A model's metadata as the runtime reads it ("dlkit." keys without the prefix, JSON ones decoded)."""
-    return metadata.read(model)
 
 
 def stamp_metadata(source, candidate, mode, settings, figures, target, eval_batch) -> None:

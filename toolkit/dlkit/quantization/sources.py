@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from dlkit.core import files as _files
+from dlkit.core import metadata
 from dlkit.core import sessions
 from dlkit.core.datasources import DataSource, open_data
 from dlkit.core.tensors import TensorInfo
 from dlkit.errors import InvalidInputError
 from dlkit.quantization.evaluation import check_samples
-from dlkit.quantization.metadata import read_metadata
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def load_source(model: str | os.PathLike, output: str | os.PathLike | None, *, m
                                 "are never overwritten)")
     _check_float32(float_model, source_path)
     return Source(source_path, source_files, float_model, sessions.graph_inputs(float_model),
-                  read_metadata(float_model), out_path)
+                  metadata.read(float_model), out_path)
 
 
 def open_data_sets(source: Source, calibration: str | os.PathLike | None, eval_data: str | os.PathLike | None,

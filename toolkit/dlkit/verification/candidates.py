@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
-from dlkit.core.precision import Precision, precision  # noqa: F401  (re-exported)
+from dlkit.core.precision import Precision
 
 TOP_NODES = 10
 

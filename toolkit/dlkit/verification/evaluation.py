@@ -1,6 +1,6 @@
-"""The figures of `dlkit.verify`, computed incrementally, batch by batch: running maxima and sums (means, cosine,
-relative error), agreement and confusion counts, a fixed-bin histogram of per-sample error and a small heap of the
-samples that disagree most. Memory does not grow with the number of samples."""
+"""How `dlkit.verify` judges: the role of each output (classifier, batched, primary), the candidates run over the
+data batch by batch into `core.agreement.RunningFigures`, and each candidate's result checked against the
+thresholds."""
 
 from __future__ import annotations
 
