@@ -1,6 +1,7 @@
 """Emulated devices: a Raspberry Pi's own kernels on this machine (qemu user-mode running an aarch64 Python with the
 wheels a bundle installs). `setup` builds or checks one; `Emulator` runs models on it for `verify`, `run`, `quantize`
-and `bundle --check-on-device`."""
+and `bundle --check-on-device`; `count_instructions` counts the guest instructions one inference executes on its CPU
+(a qemu plugin: work, not time)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from dlkit.device.emulated import DEVICES, Device, Emulator, RemoteModel, lookup, requirements
+from dlkit.device.work import WorkCount, Workload, count_instructions, count_many
 
-__all__ = ["DEVICES", "Device", "DeviceSetupResult", "Emulator", "RemoteModel", "lookup", "requirements", "setup"]
+__all__ = ["DEVICES", "Device", "DeviceSetupResult", "Emulator", "RemoteModel", "WorkCount", "Workload",
+           "count_instructions", "count_many", "lookup", "requirements", "setup"]
 
 
 @dataclass(frozen=True)

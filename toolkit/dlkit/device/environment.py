@@ -21,6 +21,9 @@ with the x86 host's file its CPU detection crashes (`import onnxruntime` segfaul
 Each part is built in a temporary folder and renamed into place, under a lock, so a failed or interrupted build
 leaves nothing half-made (a killed build's folder is removed by the next one) and a second call reuses what is
 there. Build or check the cache from a shell with `dlkit device setup rpi4`.
+
+`command(..., plugin=...)` runs the same python under Debian's dynamically linked `qemu-aarch64` (package qemu-user,
+the same qemu version) instead, as only it loads TCG plugins: the instruction counter of `dlkit.device.work`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dlkit.core.catalogue import CPUINFO
 from dlkit.errors import DeviceSetupError, MissingDependencyError
 
 QEMU = "qemu-aarch64-static"
+PLUGIN_QEMU = "qemu-aarch64"  # Debian's qemu-user: the same qemu, dynamically linked, so it loads TCG plugins
 ROOTS = ("python3.11:arm64", "libstdc++6:arm64")
 SKIP = {"dpkg", "tar", "install-info", "perl-base"}  # in the closure through Pre-Depends, not needed to run Python
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
@@ -75,10 +79,12 @@ class Environment:
     def python(self) -> Path:
         return self.root / "usr" / "bin" / "python3.11"
 
-    def command(self, args, cpu: str, *, python=None, site: bool = True, path=()) -> tuple[list[str], dict]:
+    def command(self, args, cpu: str, *, python=None, site: bool = True, path=(), plugin=None
+                ) -> tuple[list[str], dict]:
         """The command line and environment that run `python3.11 ARGS` on the emulated `cpu` (`python`: another
         aarch64 interpreter, e.g. a venv's; `site`: put the host-installed wheels on PYTHONPATH; `path`: folders
-        put before them)."""
+        put before them; `plugin`: a TCG plugin as (its .so, {argument: value}), loaded by the dynamically linked
+        qemu-aarch64, as the static one cannot load plugins)."""
         if cpu not in self.cpu_roots:
             raise ValueError(f"unknown CPU model {cpu!r}; use one of {', '.join(self.cpu_roots)}")
         env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
@@ -87,7 +93,12 @@ class Environment:
         folders = [str(p) for p in path] + ([str(self.site)] if site else [])
         if folders:
             env["PYTHONPATH"] = os.pathsep.join(folders)
-        return [shutil.which(QEMU) or QEMU, "-cpu", cpu, str(python or self.python), *map(str, args)], env
+        qemu = [shutil.which(QEMU) or QEMU]
+        if plugin is not None:
+            library, arguments = plugin  # qemu's option syntax: a comma inside a value is written twice
+            parts = [str(library), *(f"{key}={value}" for key, value in arguments.items())]
+            qemu = [require_plugin_qemu(), "-plugin", ",".join(part.replace(",", ",,") for part in parts)]
+        return [*qemu, "-cpu", cpu, str(python or self.python), *map(str, args)], env
 
     def run(self, args, cpu: str, *, python=None, site: bool = True, cwd=None,
             timeout: float = 900) -> subprocess.CompletedProcess:
@@ -113,6 +124,20 @@ def require_qemu() -> str:
     return found
 
 
+def require_plugin_qemu() -> str:
+    """The path of qemu-aarch64, the dynamically linked qemu that loads TCG plugins (instruction counts).
+
+    Raises:
+        MissingDependencyError: it is not installed (the message names the package).
+    """
+    found = shutil.which(PLUGIN_QEMU)
+    if found is None:
+        raise MissingDependencyError(
+            f"counting instructions needs {PLUGIN_QEMU} (Debian's qemu-user: the static qemu cannot load plugins), "
+            "which is not installed; install it with: sudo apt-get install qemu-user gcc")
+    return found
+
+
 def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = print,
           wheels: bool = False) -> Environment:
     """Builds (or reuses) the environment for `requirements` (pip lines, e.g. "onnxruntime==1.32.0").
@@ -127,7 +152,7 @@ def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = pr
     require_qemu()
     cache = Path(cache) if cache else cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache):
+    with locked(cache):
         packages = _cached_closure(cache, log)
         root = _part(cache, "root", packages, lambda tmp: _make_root(cache, packages, tmp, log))
         site = _part(cache, "site", sorted(requirements), lambda tmp: _install_wheels(requirements, tmp, log))
@@ -163,7 +188,7 @@ def _key(items) -> str:
 
 
 @contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
+def locked(cache: Path) -> Iterator[None]:
     """One build at a time per cache; with the lock held, a temporary folder left by a killed build is stale."""
     import fcntl
 
