@@ -75,3 +75,16 @@ def test_int8_for_the_pi5_executes_fewer_instructions_than_float(cnn_files, digi
     # a bare InferenceSession runs the same kernels: within the runtime's few input checks of dlkit's count
     assert bare.runner == "onnxruntime"
     assert bare.instructions_per_inference == pytest.approx(int8_count.instructions_per_inference, rel=0.05)
+
+
+def test_quantize_counts_whether_int8_pays_on_the_pi(arm_env, onnx_exports, tmp_path):
+    """`quantize --device rpi5` counts the int8 file against the float one on the emulated Cortex-A76 and says
+    when int8 is more work. The sample MLP (784-128-10, dynamic int8 without calibration data) at batch 1 is about
+    100k multiply-adds: dynamic int8 adds a scan of the input for its range, its quantization and a requantization
+    per layer, which cost more than the float matrix products save (the Pi race issue counted 67k float against
+    77k int8 instructions), so int8 does not pay there, and the warning says to deploy the float file."""
+    result = dlkit.quantize(onnx_exports["mlp_digits"], tmp_path / "mlp.int8.onnx", target="rpi5", device="rpi5")
+    payoff = result.payoff
+    assert payoff["where"] == "rpi5 (emulated cortex-a76)" and payoff["unit"] == "instructions"
+    assert payoff["batch"] == 1 and payoff["int8_cost"] > payoff["float_cost"] > 1e4 and payoff["pays"] is False
+    assert any(w.startswith("int8 does not pay on rpi5") and "deploy the float model" in w for w in result.warnings)

@@ -58,7 +58,8 @@ def test_default_int8_loses_at_most_005_points_on_this_cpu(name, kind, calibrate
     assert result.target == DEFAULT[host.family] and result.host_cpu["family"] == host.family
     assert result.settings["reduce_range"] == (result.target == "x86-avx2")  # 7-bit weights exactly where needed
     assert result.accuracy_drop <= 0.0005, (host.description, result.to_dict())
-    assert result.warnings == ()  # made for this CPU and measured on it
+    # made for this CPU and measured on it: no kernel warning (whether int8 pays at batch 1 is test_payoff's)
+    assert [w for w in result.warnings if "int8 does not pay" not in w] == []
     stored = json.loads({p.key: p.value for p in onnx.load(result.path).metadata_props}["dlkit.quantization"])
     assert stored["target"]["name"] == result.target and stored["target"]["host"]["family"] == host.family
     assert stored["eval_batch_size"] == result.eval_batch_size == (1 if result.mode == "dynamic" else 64)

@@ -47,11 +47,15 @@ from dlkit.core.targets import NAMES
               help="Compute the quantized model's figures (check samples, --eval-data accuracy, the collapse check "
                    "and the bound) on this emulated device's own kernels (see 'dlkit device setup'). Emulation is "
                    "about 100x slower than the device: its timings mean nothing.")
+@click.option("--payoff/--no-payoff", default=True, show_default=True,
+              help="Measure whether int8 pays where it will run: timed against the float model on this host when "
+                   "the target is its CPU, counted in instructions on the emulated core with --device; a warning "
+                   "when int8 costs more.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, output, mode, calibration, calibration_samples, eval_data, target, method, per_tensor,
             activation_type, weight_type, exclude_nodes, exclude_op_types, max_accuracy_drop, max_output_error,
-            max_seconds, deploy_batch_size, device, force, as_json):
+            max_seconds, deploy_batch_size, device, payoff, force, as_json):
     """Quantize MODEL (any valid .onnx) to int8 or fp16 and measure what it costs.
 
     The quantized model is compared with the float one on samples held back from calibration (or the eval data,
@@ -67,7 +71,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
             activation_type=activation_type, weight_type=weight_type, exclude_nodes=exclude_nodes,
             exclude_op_types=exclude_op_types, max_accuracy_drop=max_accuracy_drop,
             max_output_error=max_output_error, deploy_batch_size=deploy_batch_size, force=force, progress=progress,
-            device=device, max_seconds=max_seconds, search_progress=_SearchLines(progress),
+            device=device, max_seconds=max_seconds, search_progress=_SearchLines(progress), payoff=payoff,
         )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -98,6 +102,13 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
                                  [[k.name, k.op_type, round(k.sqnr_db, 1), k.metric_after] for k in result.kept_in_float]))
     if result.nodes_float:
         click.echo(f"float compute nodes: {', '.join(result.nodes_float)}")
+    if result.payoff is not None and result.payoff["pays"] is not False:  # a loss is a warning already
+        from dlkit.quantization.payoff import Payoff
+
+        fields = {k: v for k, v in result.payoff.items() if k != "ratio"}
+        click.echo(f"speed: {Payoff(**fields).describe()}")
+    elif result.payoff_note:
+        click.echo(f"speed: {result.payoff_note}")
 
 
 def _figures(result) -> None:

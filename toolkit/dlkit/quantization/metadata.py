@@ -7,7 +7,7 @@ import json
 from dlkit.core import metadata
 
 
-def stamp_metadata(source, candidate, mode, settings, figures, target, eval_batch) -> None:
+def stamp_metadata(source, candidate, mode, settings, figures, target, eval_batch, payoff=None) -> None:
     """The source's metadata plus the quantization's; dlkit as producer; only the opset domains in use."""
     used = {n.domain for n in candidate.graph.node} | {""}
     keep = [o for o in candidate.opset_import if o.domain in used or o.domain == "ai.onnx"]
@@ -16,5 +16,6 @@ def stamp_metadata(source, candidate, mode, settings, figures, target, eval_batc
     props = {p.key: p.value for p in source.metadata_props if p.key != "dlkit.quantization"}
     props["dlkit.quantization"] = json.dumps(
         {"mode": mode, "settings": dict(settings), "parity_vs_float": [f.to_dict() for f in figures],
-         "target": None if target is None else target.to_dict(), "eval_batch_size": eval_batch})
+         "target": None if target is None else target.to_dict(), "eval_batch_size": eval_batch,
+         "payoff": None if payoff is None else payoff.to_dict()})
     metadata.stamp(candidate, props)

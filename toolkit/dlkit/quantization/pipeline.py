@@ -18,6 +18,8 @@ from dlkit.quantization.evaluation import weight_bytes
 from dlkit.quantization.judgement import THRESHOLDS, judge
 from dlkit.quantization.measurement import Measurement
 from dlkit.quantization.metadata import stamp_metadata
+from dlkit.quantization.payoff import Payoff
+from dlkit.quantization.payoff import measure as measure_payoff
 from dlkit.quantization.quantizers import count_quantized, float_compute_nodes
 from dlkit.quantization.recipe import Recipe, check_options, choose_recipe
 from dlkit.quantization.results import QuantizeResult, SearchStep
@@ -27,28 +29,16 @@ from dlkit_runtime import cpu
 
 
 def quantize(
-    model: str | os.PathLike,
-    output: str | os.PathLike | None = None,
-    *,
-    mode: str = "auto",
-    calibration: str | os.PathLike | None = None,
-    eval_data: str | os.PathLike | None = None,
-    target: str | None = None,
-    per_channel: bool = True,
-    method: str = "minmax",
-    activation_type: str | None = None,
-    weight_type: str | None = None,
-    exclude_nodes: Sequence[str] = (),
-    exclude_op_types: Sequence[str] = (),
-    max_accuracy_drop: float | None = None,
-    max_output_error: float | None = None,
-    calibration_samples: int = 1000,
-    deploy_batch_size: int | None = None,
-    force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    seed: int = 0,
-    device: str | None = None,
+    model: str | os.PathLike, output: str | os.PathLike | None = None, *, mode: str = "auto",
+    calibration: str | os.PathLike | None = None, eval_data: str | os.PathLike | None = None,
+    target: str | None = None, per_channel: bool = True, method: str = "minmax",
+    activation_type: str | None = None, weight_type: str | None = None,
+    exclude_nodes: Sequence[str] = (), exclude_op_types: Sequence[str] = (),
+    max_accuracy_drop: float | None = None, max_output_error: float | None = None,
+    calibration_samples: int = 1000, deploy_batch_size: int | None = None, force: bool = False,
+    progress: Callable[[int, int], None] | None = None, seed: int = 0, device: str | None = None,
     max_seconds: float | None = None, search_progress: Callable[[SearchStep], None] | None = None,
+    payoff: bool = True,
 ) -> QuantizeResult:
     """Quantizes an ONNX model to int8 or fp16 and measures what it cost.
 
@@ -77,6 +67,7 @@ def quantize(
             kernels. The float model's figures stay on this host. Defaults to None: this host.
         max_seconds: the bound search's time budget from its start. Defaults to None: each ranked node tried once.
         search_progress: called with a `SearchStep` as the bound search starts and after each node it keeps.
+        payoff: measure whether int8 pays where it will run (`quantization.payoff`; a warning when it costs more).
 
     Returns:
         A `QuantizeResult`; below `dlkit verify`'s default thresholds (`dlkit.core.judging`) a warning, not an error.
@@ -105,7 +96,8 @@ def quantize(
             progress=progress, device=emulator, max_accuracy_drop=max_accuracy_drop, max_output_error=max_output_error)
         measured = keep_sensitive_in_float(candidates, measured, max_seconds=max_seconds, on_step=search_progress)
         measured = cure_collapse(candidates, measured, recipe.steps)
-    return _write_result(source, recipe, check, candidates, measured, emulator, started)
+        cost = _payoff(source, recipe, check, measured, emulator, deploy_batch_size) if payoff else (None, "")
+    return _write_result(source, recipe, check, candidates, measured, emulator, started, cost)
 
 
 def _evaluator(device: str | None):
@@ -119,14 +111,25 @@ def _evaluator(device: str | None):
     return Emulator(device)
 
 
+def _payoff(source: Source, recipe: Recipe, check: CheckSamples, measured: Measurement, emulator,
+            deploy_batch_size: int | None) -> tuple[Payoff | None, str]:
+    """Whether the int8 candidate costs less than the float model where it will run (fp16: not measured)."""
+    if recipe.mode == "fp16":
+        return None, ""
+    device = None if emulator is None else emulator.device.name
+    return measure_payoff(source.model, measured.model, check.feeds, target=recipe.target,
+                          batch=deploy_batch_size or 1, device=device)
+
+
 def _write_result(source: Source, recipe: Recipe, check: CheckSamples, candidates: Candidates, measured: Measurement,
-                  emulator, started: float) -> QuantizeResult:
+                  emulator, started: float, cost: tuple[Payoff | None, str]) -> QuantizeResult:
     """Stamps the chosen candidate's metadata, writes it and says what it cost."""
     mode, settings, candidate, accuracy = recipe.mode, recipe.settings, measured.model, measured.accuracy
     int8 = mode != "fp16"
     int8_target = recipe.target
+    payoff, payoff_note = cost
     stamp_metadata(source.model, candidate, mode, settings, measured.parity, int8_target if int8 else None,
-                   recipe.eval_batch)
+                   recipe.eval_batch, payoff)
     computed_on = {"where": "host", "emulated": False, "cpu": dict(int8_target.host)} if emulator is None \
         else emulator.computed_on()
     kernels = None if emulator is None else cpu.CpuKind.from_dict(computed_on["cpu"])
@@ -145,9 +148,16 @@ def _write_result(source: Source, recipe: Recipe, check: CheckSamples, candidate
         accuracy_drop=None if accuracy is None else accuracy.drop,
         preparation=tuple(recipe.steps), seconds=round(time.perf_counter() - started, 3),
         target_reason=int8_target.reason if int8 else "", host_cpu=int8_target.host, eval_batch_size=recipe.eval_batch,
-        warnings=((warning,) if warning else ()) + judgement.warnings,
+        warnings=((warning,) if warning else ()) + judgement.warnings + _payoff_warnings(payoff, source),
         float_weights_bytes=weight_bytes(recipe.prepared), computed_on=computed_on,
         top1_agreement=measured.agreement, accuracy_samples=None if accuracy is None else accuracy.count,
         accuracy_drop_interval=None if accuracy is None else accuracy.interval, thresholds=dict(THRESHOLDS),
-        passed=judgement.passed,
+        passed=judgement.passed, payoff=None if payoff is None else payoff.to_dict(), payoff_note=payoff_note,
     )
+
+
+def _payoff_warnings(payoff: Payoff | None, source: Source) -> tuple[str, ...]:
+    if payoff is None or payoff.pays is not False:
+        return ()
+    return (f"{payoff.describe()}: deploy the float model ({source.path.name}); a bundle of this file with "
+            f"--float-model {source.path.name} runs the float one by default",)

@@ -82,6 +82,8 @@ class QuantizeResult:
         accuracy_drop_interval: the 95% interval of the accuracy drop (Newcombe's paired score interval).
         thresholds: `dlkit verify`'s defaults (`core.judging`), which the figures are judged by. passed: the
         figures are within them (None when nothing was judged: random check samples, no classifier output).
+        payoff: whether int8 costs less than float where it will run (`quantization.payoff.Payoff.to_dict`), None
+        when not measured; payoff_note: why not.
     """
 
     path: str
@@ -114,6 +116,8 @@ class QuantizeResult:
     accuracy_drop_interval: tuple[float, float] | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     passed: bool | None = None
+    payoff: Mapping[str, Any] | None = None
+    payoff_note: str = ""
 
     @property
     def size_ratio(self) -> float:
@@ -130,6 +134,7 @@ class QuantizeResult:
         out["computed_on"] = dict(self.computed_on)
         out["warnings"] = list(self.warnings)
         out["thresholds"] = dict(self.thresholds)
+        out["payoff"] = None if self.payoff is None else dict(self.payoff)
         interval = self.accuracy_drop_interval
         out["accuracy_drop_interval"] = None if interval is None else list(interval)
         out["size_ratio"] = self.size_ratio
