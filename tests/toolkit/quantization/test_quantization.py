@@ -251,6 +251,25 @@ def test_image_folder_labels_by_class_name(tmp_path):
     assert named.take(0, 2)["pixels"][:, 0, 0, 0].tolist() == [3.0, 7.0]
 
 
+def test_image_folder_takes_turns_by_class(tmp_path):
+    """Calibration reads a folder's first samples and holds back its last: in sorted order a class-per-folder set
+    would calibrate on its first classes only. The files take turns by class instead, a shorter class running out
+    first, and each label still names its own file's folder."""
+    from PIL import Image
+
+    from dlkit.core.datasources import open_data
+    from dlkit.core.tensors import TensorInfo
+
+    info = (TensorInfo("pixels", "float32", (None, 2, 2, 1)),)
+    for digit, count in (("1", 3), ("2", 1), ("3", 2)):
+        (tmp_path / digit).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((2, 2), int(digit), np.uint8)).save(tmp_path / digit / f"{i}.png")
+    source = open_data(tmp_path, info, metadata={"preprocessing": {"scale": 1.0}})
+    assert list(source.labels) == [1, 2, 3, 1, 3, 1]
+    assert source.take(0, 6)["pixels"][:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 1.0, 3.0, 1.0]
+
+
 def test_subclassed_cnn_average_pool_runs_as_int8_depthwise_conv(onnx_exports, mnist_npz, tmp_path):
     """onnxruntime's 8-bit average pool is a slow loop: the quantizer hands it to the int8 depthwise convolution."""
     import onnxruntime as ort
