@@ -38,12 +38,12 @@ IMAGE_SIZE = (128, 128)
 SEED = 0
 
 
-def build_model(num_classes: int, dropout: float = 0.2) -> keras.Model:
+def build_model(num_classes: int, dropout: float = 0.2, alpha: float = 0.35) -> keras.Model:
     inputs = keras.Input((128, 128, 3), name="image")
     x = keras.layers.Resizing(96, 96, name="resize")(inputs)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(x)
     backbone = keras.applications.MobileNetV2(
-        input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None
+        input_shape=(96, 96, 3), alpha=alpha, include_top=False, weights=None
     )
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
     ap.add_argument("--out", type=Path, default=TRAINED)
     ap.add_argument("--jit", action="store_true", help="train with XLA (slower on CPU here)")
     ap.add_argument("--no-monitor", action="store_true",
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
     test_ds = test_ds.cache().prefetch(2)
 
-    model = build_model(len(class_names))
+    model = build_model(len(class_names), alpha=args.alpha)
     # Keras's MobileNetV2 uses BatchNorm momentum 0.999, too slow for ~2,500 steps from scratch: the
     # moving statistics (what inference uses) would still lag the weights. Train with 0.99, then put
     # 0.999 back so the saved config is the stock architecture.
