@@ -87,7 +87,7 @@ def test_existing_output_needs_force(tmp_path):
 
 def test_parity_breach_exits_4_and_writes_nothing(tmp_path):
     out = tmp_path / "x.onnx"
-    _one_line_error(_run("export", CNN, "-o", out, "--atol", "1e-15"), 4, "atol", "digit")
+    _one_line_error(_run("export", CNN, "-o", out, "--atol", "1e-15", "--rtol", "0"), 4, "atol", "digit")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,9 +17,12 @@ from dlkit.errors import InvalidInputError
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="ONNX file to write. [default: MODEL with .onnx]")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest absolute difference allowed between Keras and ONNX outputs.")
+              help="Absolute part of the tolerance: every output element within atol + rtol x |keras| of Keras's.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="Relative part of the tolerance (a fraction of each Keras output element).")
 @click.option("--sample-data", type=click.Path(path_type=Path),
-              help="Inputs to compare on: .npy (one input) or .npz keyed by input name. [default: random]")
+              help="Inputs to compare on: .npy (one input), .npz keyed by input name, or a folder of images. "
+                   "[default: random, in the model's own input range]")
 @click.option("--num-samples", type=click.IntRange(min=1), default=16, show_default=True, help="Samples to compare.")
 @click.option("--input", "input_specs", multiple=True, metavar="NAME:DTYPE[D0,...]",
               help="Input signature, e.g. 'tokens:int32[N,100]'; fixes shapes or adds a subclassed model's inputs.")
@@ -34,17 +37,17 @@ from dlkit.errors import InvalidInputError
 @click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers' code to load. Only for files you trust.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, output, opset, atol, sample_data, num_samples, input_specs, batch_size, rename, labels,
+def command(model, output, opset, atol, rtol, sample_data, num_samples, input_specs, batch_size, rename, labels,
             preprocessing, custom_objects, no_simplify, generic_rnn, no_safe_mode, force, as_json):
     """Export MODEL (.keras, .h5 or a SavedModel folder) to ONNX.
 
-    The export is run by Keras and onnxruntime on the same inputs; if any output differs by more than --atol,
-    no file is written and the exit code is 4.
+    The export is run by Keras and onnxruntime on the same inputs; if any output element differs by more than
+    --atol + --rtol x |keras|, no file is written and the exit code is 4.
     """
     from dlkit.exporting.pipeline import export
 
     result = export(
-        model, output, opset=opset, atol=atol, sample_data=sample_data, num_samples=num_samples,
+        model, output, opset=opset, atol=atol, rtol=rtol, sample_data=sample_data, num_samples=num_samples,
         input_specs=input_specs, batch_size=batch_size, rename=rename, labels=labels,
         preprocessing=_json_option(preprocessing), simplify=not no_simplify, native_rnn=not generic_rnn,
         safe_mode=not no_safe_mode, custom_objects=load_custom_objects(custom_objects), force=force,
@@ -57,7 +60,8 @@ def command(model, output, opset, atol, sample_data, num_samples, input_specs, b
     click.echo(_render.table(["", "name", "dtype", "shape"],
                              [["in", t.name, t.dtype, str(list(t.shape))] for t in result.inputs]
                              + [["out", t.name, t.dtype, str(list(t.shape))] for t in result.outputs]))
-    click.echo(f"\nParity against Keras on {result.num_samples} samples ({result.sample_source}), atol {result.atol:g}:")
+    click.echo(f"\nParity against Keras on {result.num_samples} samples ({result.sample_source}), atol {result.atol:g}, "
+               f"rtol {result.rtol:g}:")
     click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],
                              [[p.name, p.max_abs_error, p.mean_abs_error, p.cosine_similarity] for p in result.parity]))
     for layer in result.native_recurrent:

@@ -17,6 +17,7 @@ from dlkit.errors import InvalidInputError
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-4  # see parity_checks.within_tolerance
 DEFAULT_NUM_SAMPLES = 16
 
 
@@ -28,6 +29,7 @@ class ExportPlan:
     output: Path
     opset: int
     atol: float
+    rtol: float
     input_specs: tuple[TensorInfo, ...]
     renames: Mapping[str, str]
     labels: list[str] | None
@@ -53,7 +55,7 @@ class ExportPlan:
                      for i in source.inputs)
 
 
-def plan_export(model: Any, output: str | os.PathLike | None, *, force: bool, opset: int, atol: float,
+def plan_export(model: Any, output: str | os.PathLike | None, *, force: bool, opset: int, atol: float, rtol: float,
                 input_specs: Sequence[str | TensorInfo], rename: Mapping[str, str] | Sequence[str] | None,
                 labels: str | os.PathLike | Sequence[str] | None, sample_data: Any, batch_size: int | None,
                 **kept: Any) -> ExportPlan:
@@ -68,17 +70,18 @@ def plan_export(model: Any, output: str | os.PathLike | None, *, force: bool, op
     if isinstance(model, (str, os.PathLike)) and Path(model).resolve() == out_path.resolve():
         raise InvalidInputError(f"output '{out_path}' is the model itself; choose another output path")
     check_opset(opset)
-    if atol <= 0:
-        raise InvalidInputError(f"atol must be > 0, got {atol}")
+    if not atol > 0 or not rtol >= 0:
+        raise InvalidInputError(f"atol must be > 0 and rtol >= 0, got atol {atol} and rtol {rtol}")
     specs = tuple(s if isinstance(s, TensorInfo) else parse_input_spec(s) for s in input_specs)
     renames = parse_renames(rename)
     label_list = read_labels(labels)
-    if isinstance(sample_data, (str, os.PathLike)) and not Path(sample_data).is_file():
-        raise InvalidInputError(f"sample data '{sample_data}' does not exist; give an .npy or .npz file")
+    if isinstance(sample_data, (str, os.PathLike)) and not Path(sample_data).exists():
+        raise InvalidInputError(f"sample data '{sample_data}' does not exist; give an .npy or .npz file, or a folder "
+                                "of images")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise InvalidInputError(f"batch_size must be a positive integer (or None for a dynamic batch), got {batch_size!r}")
     kept["custom_objects"] = dict(kept.get("custom_objects") or {})
-    return ExportPlan(output=out_path, opset=opset, atol=atol, input_specs=specs, renames=renames,
+    return ExportPlan(output=out_path, opset=opset, atol=atol, rtol=rtol, input_specs=specs, renames=renames,
                       labels=label_list, sample_data=sample_data, batch_size=batch_size, **kept)
 
 

@@ -13,7 +13,8 @@ from dlkit.core import sessions
 from dlkit.core.tensors import TensorInfo
 from dlkit.exporting.memory import release as release_memory
 from dlkit.exporting.metadata import finish_model
-from dlkit.exporting.options import DEFAULT_ATOL, DEFAULT_NUM_SAMPLES, DEFAULT_OPSET, ExportPlan, plan_export
+from dlkit.exporting.options import (DEFAULT_ATOL, DEFAULT_NUM_SAMPLES, DEFAULT_OPSET, DEFAULT_RTOL, ExportPlan,
+                                     plan_export)
 from dlkit.exporting.parity_checks import Checked, check_conversion, clean_within_atol
 from dlkit.exporting.results import ExportResult
 from dlkit.exporting.samples import Samples, reference_run
@@ -25,6 +26,7 @@ def export(
     *,
     opset: int = DEFAULT_OPSET,
     atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     sample_data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     num_samples: int = DEFAULT_NUM_SAMPLES,
     input_specs: Sequence[str | TensorInfo] = (),
@@ -45,8 +47,10 @@ def export(
         model: a `.keras` or `.h5` file, a SavedModel folder, or a `keras.Model`.
         output: the ONNX file to write. Defaults to the model's path with the suffix `.onnx`.
         opset: ONNX opset. Defaults to 17.
-        atol: largest absolute difference allowed between Keras and ONNX outputs. Defaults to 1e-4.
-        sample_data: `.npy`/`.npz` file or dict of arrays to compare on. Defaults to random inputs.
+        atol, rtol: every output element must be within `atol + rtol * |keras|` of Keras's. Default to 1e-4 each.
+        sample_data: `.npy`/`.npz` file, a folder of images, or a dict of arrays to compare on. Defaults to random
+            inputs in the model's own range (0-255 pixels for a model that starts with Rescaling, Normalization,
+            Resizing or CenterCrop; else [0, 1)).
         num_samples: how many random samples (or how many rows of `sample_data`) to compare. Defaults to 16.
         input_specs: `NAME:DTYPE[D0,...]` strings or `TensorInfo`s that override or add input signatures.
         batch_size: fix the batch axis to this size. Defaults to a dynamic batch.
@@ -65,7 +69,7 @@ def export(
 
     Raises:
         InvalidInputError: a bad path, file or option; UnsafeModelError: a Lambda layer in safe mode.
-        ConversionError: a layer that cannot be converted; ToleranceError: ONNX differs from Keras beyond `atol`.
+        ConversionError: a layer that cannot be converted; ToleranceError: ONNX differs from Keras beyond tolerance.
         MissingDependencyError: the export extra is not installed.
 
     Example:
@@ -74,7 +78,7 @@ def export(
         True
     """
     started = time.perf_counter()
-    plan = plan_export(model, output, force=force, opset=opset, atol=atol, input_specs=input_specs, rename=rename,
+    plan = plan_export(model, output, force=force, opset=opset, atol=atol, rtol=rtol, input_specs=input_specs, rename=rename,
                        labels=labels, sample_data=sample_data, batch_size=batch_size, num_samples=num_samples,
                        preprocessing=preprocessing, simplify=simplify, native_rnn=native_rnn, safe_mode=safe_mode,
                        custom_objects=custom_objects, seed=seed)
@@ -115,6 +119,7 @@ def _result(plan: ExportPlan, source, samples: Samples, checked: Checked, report
         opset=plan.opset,
         parity=checked.parity,
         atol=plan.atol,
+        rtol=plan.rtol,
         num_samples=samples.count,
         sample_source=samples.source,
         native_recurrent=tuple(report.native),

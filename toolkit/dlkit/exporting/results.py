@@ -19,7 +19,7 @@ class ExportResult:
         inputs, outputs: names, dtypes and shapes of the ONNX model's inputs and outputs.
         opset: the ONNX opset of the default domain.
         parity: per output, the figures of ONNX against Keras on the samples.
-        atol: the bound every output's max_abs_error is within.
+        atol, rtol: every output element is within `atol + rtol * |keras|` of Keras's.
         num_samples: how many samples were compared; sample_source: "random" or the data file.
         native_recurrent: recurrent layers exported as native ONNX GRU/LSTM ops.
         generic_recurrent: recurrent layers left as a generic Loop, with the reason.
@@ -37,6 +37,7 @@ class ExportResult:
     atol: float
     num_samples: int
     sample_source: str
+    rtol: float = 0.0
     native_recurrent: tuple[str, ...] = ()
     generic_recurrent: Mapping[str, str] = field(default_factory=dict)
     cleanup: tuple[str, ...] = ()
@@ -57,6 +58,7 @@ class ExportResult:
             "opset": self.opset,
             "parity": [p.to_dict() for p in self.parity],
             "atol": self.atol,
+            "rtol": self.rtol,
             "max_abs_error": self.max_abs_error,
             "num_samples": self.num_samples,
             "sample_source": self.sample_source,

@@ -25,7 +25,8 @@ class Samples(NamedTuple):
 
 def reference_run(source, inputs, plan: ExportPlan) -> Samples:
     """The samples (drawn or read, cut to whole batches) and Keras's outputs on them, renamed as the ONNX file's."""
-    samples, sample_source = _samples(plan.sample_data, source.inputs, plan.num_samples, source, plan.seed)
+    samples, sample_source = _samples(plan.sample_data, source.inputs, plan.num_samples, source, plan.seed,
+                                      plan.preprocessing)
     samples = _whole_batches(samples, plan.batch_size)
     count = len(next(iter(samples.values())))
     reference = _run_reference(source, inputs, samples, plan.chunk, sample_source)
@@ -36,11 +37,17 @@ def reference_run(source, inputs, plan: ExportPlan) -> Samples:
                    count=count, source=sample_source)
 
 
-def _samples(sample_data, inputs, num_samples, source, seed) -> tuple[dict[str, np.ndarray], str]:
+def _samples(sample_data, inputs, num_samples, source, seed, hints) -> tuple[dict[str, np.ndarray], str]:
     if num_samples < 1:
         raise InvalidInputError(f"num_samples must be >= 1, got {num_samples}")
+    from dlkit.exporting.metadata import in_model_preprocessing
+
+    in_model = in_model_preprocessing(source.keras_model) if source.keras_model is not None else None
     if sample_data is None:
-        return parity.random_inputs(inputs, num_samples, int_high=_token_range(source), seed=seed), "random"
+        drawn = parity.random_inputs(inputs, num_samples, int_high=_token_range(source), seed=seed)
+        if in_model:  # the model prepares raw pixels itself: draw them as a camera gives them, 0-255
+            drawn = {k: v * np.asarray(255, v.dtype) if v.dtype.kind == "f" else v for k, v in drawn.items()}
+        return drawn, "random" if not in_model else "random pixels 0-255"
     if isinstance(sample_data, Mapping):
         if len(inputs) == 1 and len(sample_data) == 1:  # one array for one input: the name need not match
             sample_data = {inputs[0].name: next(iter(sample_data.values()))}
@@ -52,7 +59,10 @@ def _samples(sample_data, inputs, num_samples, source, seed) -> tuple[dict[str, 
         return arrays, "sample_data"
     from dlkit.core.datasources import open_data
 
-    return open_data(sample_data, inputs, what="sample data").take(0, num_samples), str(sample_data)
+    # an image folder is fed as the export will say to feed it: by the hints given, else raw for in-model steps
+    metadata = {"preprocessing": hints or in_model} if (hints or in_model) else {}
+    return open_data(sample_data, inputs, metadata=metadata, what="sample data").take(0, num_samples), \
+        str(sample_data)
 
 
 def _token_range(source) -> int:
