@@ -4,12 +4,12 @@ x86 runtime.
 What runs as on the device, and what stands in for it:
 
 - The install step. On the device it is `install.sh`: `python3 -m venv .venv` and `pip install -r requirements.txt`
-  from PyPI. Here the host's pip installs that same pinned requirements list as aarch64 cp311 manylinux wheels
+  from PyPI. Here the host's pip installs that same pinned requirements list as aarch64 cp313 manylinux wheels
   (`pip install --target --platform manylinux_*_aarch64 --only-binary=:all:`) into the cached environment, because
   running pip itself under qemu would take minutes for the same files. The test checks that the bundle's
   `requirements.txt` is exactly what the environment was built from.
 - The run step runs for real: the bundle's own `predict.py`, its bundled `dlkit_runtime` and the aarch64 numpy and
-  onnxruntime wheels execute in Debian bookworm's aarch64 `python3.11` (Raspberry Pi OS bookworm's Python) under
+  onnxruntime wheels execute in Debian trixie's aarch64 `python3.13` (Raspberry Pi OS trixie's Python) under
   `qemu-aarch64-static -cpu cortex-a72|cortex-a76`, with the bundle folder as on the device.
 
 Emulation is about 100x slower than native: these figures are for correctness only, never speed.
@@ -134,7 +134,7 @@ def test_install_steps_in_a_venv_under_emulation(arm_env, cases, mnist_test, tmp
     install.sh itself cannot run here: it executes `.venv/bin/python`, an aarch64 binary, which needs binfmt_misc
     (a host kernel setting this test does not change). So its two steps run as it would run them: `python3 -m venv`,
     then its own pip command line (read from install.sh, `"$@"` = `--no-index --find-links WHEELS`) with pip run
-    from its wheel (Debian's `ensurepip` is in python3.11-venv, not installed; `venv --without-pip` instead). Then
+    from its wheel (Debian's `ensurepip` is in python3.13-venv, not installed; `venv --without-pip` instead). Then
     `predict.py --check`, as install.sh ends, and a prediction with the venv's python alone (no PYTHONPATH).
     """
     import shlex

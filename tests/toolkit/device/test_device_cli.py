@@ -39,7 +39,7 @@ def test_unknown_device_is_refused(onnx_exports):
     import dlkit
     from dlkit.errors import InvalidInputError
 
-    with pytest.raises(InvalidInputError, match="unknown device 'rpi3'; emulated devices are rpi4, rpi5, aarch64"):
+    with pytest.raises(InvalidInputError, match="unknown device 'rpi3'; emulated devices are rpi4, rpi5, rpi-zero2, aarch64, rpi4-bookworm"):
         dlkit.verify(onnx_exports["cnn"], [onnx_exports["cnn"]], random=4, device="rpi3")
     proc = subprocess.run([sys.executable, "-m", "dlkit", "quantize", str(onnx_exports["cnn"]), "--device", "rpi3"],
                           capture_output=True, text=True)

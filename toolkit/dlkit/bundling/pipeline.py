@@ -18,6 +18,7 @@ from dlkit.bundling.contents import bundle_files
 from dlkit.core import catalogue, targets
 from dlkit.core import files as files_io
 from dlkit.core.catalogue import IMAGE_REQUIREMENTS, REQUIREMENTS, SERVE_REQUIREMENTS, Device
+from dlkit.core.memory import RunMemory, run_memory
 from dlkit.core.precision import MANIFEST_NAMES, precision
 from dlkit.errors import InvalidInputError
 from dlkit_runtime.integrity import sha256_bytes
@@ -34,6 +35,8 @@ class BundleResult:
         size_bytes: the bundle's total size (the archive's size for a `.tar.gz`).
         threads: the intra-op threads the bundle uses by default (0: the device's physical cores).
         warnings: advice given while bundling (also issued as `UserWarning`s).
+        memory: the default model's run-time memory (`dlkit.core.memory.RunMemory.to_dict()`: peak resident memory
+            of loading it and one batch-1 inference, measured natively here), with the target's budget if it has one.
     """
 
     path: str
@@ -44,11 +47,12 @@ class BundleResult:
     threads: int
     warnings: tuple[str, ...] = field(default=())
     device_check: dict | None = None  # check_on_device: `dlkit.device.check.DeviceCheck.to_dict()`
+    memory: dict | None = None
 
     def to_dict(self) -> dict:
         return {"path": self.path, "target": self.target, "models": [dict(m) for m in self.models],
                 "files": list(self.files), "size_bytes": self.size_bytes, "threads": self.threads,
-                "warnings": list(self.warnings), "device_check": self.device_check}
+                "warnings": list(self.warnings), "device_check": self.device_check, "memory": self.memory}
 
 
 def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str = catalogue.BUNDLE_DEFAULT,
@@ -59,7 +63,8 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
     Args:
         model: the `.onnx` file (float or int8) to run.
         output: the bundle folder, or a path ending in `.tar.gz` / `.tgz` for an archive of it.
-        target: "rpi4", "rpi5", "aarch64" or "x86_64": sets thread defaults and advice. Defaults to "rpi4".
+        target: "rpi4", "rpi5", "rpi-zero2", "aarch64" or "x86_64": sets thread defaults, advice and the memory
+            budget (the Zero 2 W's 512 MB). Defaults to "rpi4".
         float_model: the float model an int8 `model` came from, bundled beside it so that the on-device `bench.py`
             can say which is faster there. Defaults to None.
         threads: intra-op threads on the device. Defaults to None: the target's (4 on a Pi, else physical cores).
@@ -67,7 +72,8 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         serve: add `serve.py` (the model over HTTP, Open Inference Protocol), a `dlkit-serve` systemd unit and
             the server's requirements (uvicorn, starlette). Defaults to False.
         check_on_device: then run the bundle's own predict.py on a few random inputs on the target's emulated CPU
-            (`dlkit.device`; rpi4, rpi5, aarch64) and compare it with this host; a failed check removes the bundle.
+            (`dlkit.device`; rpi4, rpi5, rpi-zero2, aarch64, on Raspberry Pi OS trixie's Python 3.13) and compare
+            it with this host; a failed check removes the bundle.
 
     Returns:
         A `BundleResult`.
@@ -94,9 +100,13 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         if entries[1]["precision"] == "int8":
             raise InvalidInputError(f"--float-model '{sources[1]}' is an int8 model; give the float model")
     notes = _advice(spec, sources[0].name, entries[0]["precision"], loaded[0][0].metadata, float_model is not None)
+    memory = run_memory(sources[0], loaded[0][0].inputs, threads=threads or spec.threads or os.cpu_count() or 1,
+                        budget_bytes=spec.memory_budget_bytes)
+    if memory.over_budget:
+        notes.append(_memory_warning(spec, sources[0].name, memory))
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
-    manifest = _manifest(spec, loaded[0][0], entries, threads, serve)
+    manifest = {**_manifest(spec, loaded[0][0], entries, threads, serve), "memory": memory.to_dict()}
     files = bundle_files(manifest, [data for _, data in loaded], spec)
     size = write_archive(output, output.name.removesuffix(".tar.gz").removesuffix(".tgz"), files) if archive \
         else write_folder(output, files)
@@ -106,7 +116,7 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
 
         checked = check_written(output, archive, target, entries[0])
     return BundleResult(str(output), target, tuple(entries), tuple(sorted(files)), size, manifest["threads"],
-                        tuple(notes), checked)
+                        tuple(notes), checked, memory.to_dict())
 
 
 def _check_arguments(target: str, threads: int | None, check_on_device: bool) -> Device:
@@ -149,6 +159,13 @@ def _advice(spec: Device, name: str, kind: str, metadata: dict, has_float: bool)
     return notes
 
 
+def _memory_warning(spec: Device, name: str, memory: RunMemory) -> str:
+    mb = 1024 * 1024
+    return (f"{name} needs {memory.peak_rss_bytes / mb:.0f} MB at run time (peak resident memory of loading it and one "
+            f"inference, measured here), over the {memory.budget_bytes / mb:.0f} MB a {spec.name} can spare of its "
+            f"{(spec.memory_bytes or 0) / mb:.0f} MB; bundle the int8 model or a smaller one, or expect swapping")
+
+
 def _manifest(spec: Device, first, entries: list[dict], threads: int | None, serve: bool) -> dict:
     """`manifest.json`: what the bundle holds and was made for; the runtime checks the models' sha256 at load."""
     return {
@@ -167,6 +184,7 @@ def _manifest(spec: Device, first, entries: list[dict], threads: int | None, ser
         "requirements": list(REQUIREMENTS) + (list(IMAGE_REQUIREMENTS) if _takes_images(first) else [])
         + (list(SERVE_REQUIREMENTS) if serve else []),
         "serve": bool(serve),
+        "tested_with": [s.to_dict() for s in catalogue.SYSTEMS.values()],
         "advice": spec.advice,
     }
 

@@ -15,9 +15,11 @@ def command() -> None:
     """Emulated devices: a Raspberry Pi's own kernels on this machine, for verify, run, quantize and bundle --device.
 
     \b
-    A device is Debian bookworm's aarch64 Python 3.11 with the wheels a bundle installs (numpy, onnxruntime,
-    Pillow, and the server's: uvicorn, starlette, httptools, uvloop, orjson), run by qemu user-mode as the device's CPU (Cortex-A72 for rpi4, Cortex-A76 for
-    rpi5, Neoverse N1 for aarch64). Integer and float arithmetic are emulated exactly: the figures are the device's.
+    A device is its OS's aarch64 Python (Raspberry Pi OS trixie's Python 3.13 by default; NAME-bookworm for
+    bookworm's 3.11) with the wheels a bundle installs (numpy, onnxruntime, Pillow, and the server's: uvicorn,
+    starlette, httptools, uvloop, orjson), run by qemu user-mode as the device's CPU (Cortex-A72 for rpi4,
+    Cortex-A76 for rpi5, Cortex-A53 for rpi-zero2, Neoverse N1 for aarch64). Integer and float arithmetic are
+    emulated exactly: the figures are the device's.
     Emulation is about 100x slower than the device: emulated timings mean nothing and dlkit never reports them.
     Needs qemu-user-static (sudo apt-get install qemu-user-static); no root rights, no change to the system.
     """
@@ -44,6 +46,7 @@ def setup(name, as_json):
                f"{'ready (reused)' if result.reused else 'built'} in {result.seconds:.1f} s")
     for key, value in [
         ("qemu CPU", result.device["cpu"]),
+        ("OS", on["os"]),
         ("CPU kind", f"{on['cpu']['family']} ({', '.join(on['cpu']['features']) or 'no int8 features'})"),
         ("Python", on["python"]),
         ("onnxruntime", f"{on['onnxruntime']['version']} ({', '.join(on['onnxruntime']['providers'])})"),
@@ -59,10 +62,11 @@ def list_devices(as_json):
     """The devices dlkit emulates and whether each is set up here."""
     from dlkit.device import DEVICES, environment, requirements
 
-    ready = environment.built(requirements())
-    rows = [{**d.to_dict(), "ready": ready} for d in DEVICES.values()]
+    ready = {os: environment.built(requirements(), system=os) for os in {d.os for d in DEVICES.values()}}
+    rows = [{**d.to_dict(), "ready": ready[d.os]} for d in DEVICES.values()]
     if as_json:
         click.echo(_render.dumps({"devices": rows, "cache": str(environment.cache_dir())}))
         return
-    click.echo(_render.table(["device", "qemu CPU", "description", "set up"],
-                             [[r["name"], r["cpu"], r["description"], "yes" if r["ready"] else "no"] for r in rows]))
+    click.echo(_render.table(["device", "qemu CPU", "OS", "Python", "description", "set up"],
+                             [[r["name"], r["cpu"], r["os"]["description"], r["os"]["python"], r["description"],
+                               "yes" if r["ready"] else "no"] for r in rows]))

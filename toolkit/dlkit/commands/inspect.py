@@ -8,18 +8,23 @@ from pathlib import Path
 import click
 
 from dlkit.commands import _render
+from dlkit.core import catalogue
 
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--providers", help="Execution providers to place the ops on, e.g. 'cuda,cpu'. [default: all available]")
 @click.option("--no-placement", is_flag=True, help="Skip the profiled run that shows which provider runs each op.")
+@click.option("--target", type=click.Choice(catalogue.device_names()),
+              help="Judge the run-time memory against this device's budget (and run with its threads).")
+@click.option("--no-memory", is_flag=True, help="Skip measuring the run-time memory (a fresh process runs it once).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, providers, no_placement, as_json):
-    """Describe MODEL (.onnx): tensors, opsets, ops, parameters, metadata, quantization and op placement."""
+def command(model, providers, no_placement, target, no_memory, as_json):
+    """Describe MODEL (.onnx): tensors, opsets, ops, parameters, metadata, quantization, op placement and the
+    memory it needs at run time."""
     from dlkit.running.inspection import inspect
 
-    result = inspect(model, providers=providers, placement=not no_placement)
+    result = inspect(model, providers=providers, placement=not no_placement, memory=not no_memory, target=target)
     if as_json:
         _render.emit_json(result)
         return
@@ -36,6 +41,15 @@ def command(model, providers, no_placement, as_json):
     click.echo(f"providers: {', '.join(result.providers)}")
     for provider, ops in result.placement.items():
         click.echo(f"  {provider} runs: {', '.join(f'{k} {v}' for k, v in ops.items())}")
+    if result.memory:
+        memory = result.memory
+        budget = (f", {'OVER' if memory['over_budget'] else 'within'} the {target}'s "
+                  f"{_render.size(memory['budget_bytes'])} budget") if memory["budget_bytes"] else ""
+        click.echo(f"run-time memory: {_render.size(memory['peak_rss_bytes'])} peak resident (the model loaded and "
+                   f"one inference: {_render.size(memory['model_rss_bytes'])}; measured on this host){budget}")
+        if memory["over_budget"]:
+            click.echo(f"warning: over the {target}'s memory budget: quantize to int8 or choose a smaller model",
+                       err=True)
     if result.metadata:
         click.echo("\nmetadata:")
         for key, value in result.metadata.items():

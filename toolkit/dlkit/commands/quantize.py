@@ -92,7 +92,7 @@ def command(model, output, mode, calibration, calibration_samples, eval_data, ta
     batch = f" at batch {result.eval_batch_size} (dynamic int8 depends on its batch)" if result.mode == "dynamic" else ""
     on = result.computed_on
     where = (f"the emulated {on['device']} ({on['cpu_model']}, {on['cpu']['family']} CPU, onnxruntime "
-             f"{on['onnxruntime']['version']})" if on.get("where") == "device"
+             f"{on['onnxruntime']['version']}, {on['os']}, Python {on['python']})" if on.get("where") == "device"
              else f"this host's CPU ({result.host_cpu.get('family', '?')})")
     click.echo(f"figures computed on {where}{batch}")
     _figures(result)

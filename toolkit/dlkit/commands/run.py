@@ -30,7 +30,8 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
-    With --device rpi4|rpi5|aarch64 the outputs are the ones that device computes (emulated here).
+    With --device rpi4|rpi5|rpi-zero2|aarch64 the outputs are the ones that device computes (emulated here, on
+    Raspberry Pi OS trixie's Python 3.13; rpi5-bookworm and the like on bookworm's 3.11).
     """
     from dlkit_runtime import Model
     from dlkit_runtime.model import top_classes
@@ -58,7 +59,8 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
         with Emulator(device, threads=threads) as emulator:
             remote = emulator.load(model)
             outputs = remote.predict(x, cast=cast)
-            ran_on = f"{', '.join(remote.providers)} of the emulated {device} ({emulator.device.cpu})"
+            ran_on = (f"{', '.join(remote.providers)} of the emulated {device} ({emulator.device.cpu}, "
+                      f"{emulator.computed_on()['os']}, Python {emulator.info['python']})")
             providers_used = list(remote.providers)
     else:
         outputs = onnx_model.predict(x, cast=cast)

@@ -47,7 +47,8 @@ def command(reference, candidates, data, random_samples, atol, min_agreement, ma
     """Compare CANDIDATE ONNX models (float, int8, fp16) with REFERENCE (Keras or ONNX) on the same data.
 
     Prints the figures per candidate and output; a figure outside a threshold exits with code 4 and names it.
-    With --device rpi4|rpi5|aarch64 the candidates run on that device's kernels, emulated here (the first use
+    With --device rpi4|rpi5|rpi-zero2|aarch64 the candidates run on that device's kernels and Raspberry Pi OS
+    trixie's Python 3.13, emulated here (rpi5-bookworm and the like: bookworm's Python 3.11; the first use
     downloads its Python and wheels: 'dlkit device setup').
     """
     from dlkit.commands._options import load_custom_objects
@@ -102,7 +103,7 @@ def _print(result) -> None:
         device = result.device
         click.echo(f"candidates computed on {device['device']}, emulated ({device['description']}; qemu "
                    f"{device['cpu_model']}, {device['cpu']['family']} CPU, onnxruntime "
-                   f"{device['onnxruntime']['version']}, Python {device['python']})")
+                   f"{device['onnxruntime']['version']}, {device['os']}, Python {device['python']})")
     once = list({c.path: c for c in result.candidates if c.judged}.values())  # a file's facts, not a row's
     for c in once:
         if c.kind == "int8":

@@ -42,9 +42,11 @@ class DeviceSetupResult:
 
 
 def setup(name: str, *, log: Callable[[str], None] | None = None) -> DeviceSetupResult:
-    """Builds (the first time) or checks the emulated `name` ("rpi4", "rpi5" or "aarch64"), then starts it once.
+    """Builds (the first time) or checks the emulated `name` (`DEVICES`: "rpi4", "rpi5", "rpi-zero2", "aarch64",
+    or "rpi5-bookworm" and the like), then starts it once.
 
-    The first time it downloads Debian bookworm's arm64 python3.11 and its libraries (about 30 MB, from
+    The first time it downloads its OS's arm64 python (Debian trixie's python3.13 as Raspberry Pi OS trixie has
+    it, or bookworm's python3.11) and its libraries (about 30 MB, from
     deb.debian.org) and the aarch64 wheels a bundle installs (numpy, onnxruntime, Pillow, and the server's
     uvicorn, starlette, httptools, uvloop, orjson: about 50 MB, from PyPI), into `~/.cache/dlkit/device` (`$DLKIT_DEVICE_CACHE`). It needs qemu-user-static and, on a
     non-Debian host, Debian's archive keyring; no root rights and no change to the system.
@@ -59,7 +61,7 @@ def setup(name: str, *, log: Callable[[str], None] | None = None) -> DeviceSetup
     started = time.perf_counter()
     spec = lookup(name)
     environment.require_qemu()
-    reused = environment.built(requirements())
+    reused = environment.built(requirements(), system=spec.os)
     with Emulator(name, log=log) as emulator:
         computed_on = emulator.computed_on()
     cache = environment.cache_dir()

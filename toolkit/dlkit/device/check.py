@@ -30,7 +30,7 @@ class DeviceCheck:
     """What `check_bundle` measured: the bundle's predict.py on the emulated device against this host.
 
     Attributes:
-        device: the emulated device. cpu_model: qemu's CPU model. samples: inputs compared (random, seeded).
+        device: the emulated device. cpu_model: qemu's CPU model. os: the OS (and its Python) it ran. samples: inputs compared (random, seeded).
         precision: the bundled model's ("float" or "int8"). outputs: per output, `max_abs_error`,
         `relative_error` and, for (batch, classes) outputs, `top1_agreement`. bound: the relative error allowed.
         passed: every output within it.
@@ -43,9 +43,10 @@ class DeviceCheck:
     outputs: tuple[dict, ...]
     bound: float
     passed: bool
+    os: str = ""
 
     def to_dict(self) -> dict:
-        return {"device": self.device, "cpu_model": self.cpu_model, "samples": self.samples,
+        return {"device": self.device, "cpu_model": self.cpu_model, "os": self.os, "samples": self.samples,
                 "precision": self.precision, "outputs": [dict(o) for o in self.outputs], "bound": self.bound,
                 "passed": self.passed}
 
@@ -70,7 +71,7 @@ def check_bundle(folder: str | Path, device: str, model_file: str, precision: st
     if extra:
         raise InvalidInputError(f"the bundle requires {', '.join(extra)}, which the emulated device does not carry; "
                                 "bundle with this dlkit's pinned requirements")
-    env = environment.build(requirements(), log=lambda line: None)
+    env = environment.build(requirements(), system=spec.os, log=lambda line: None)
     host = Model(folder / model_file, threads=None)
     feeds = random_inputs(host.inputs, samples, seed=seed)
     expected = host.predict(feeds)
@@ -91,7 +92,8 @@ def check_bundle(folder: str | Path, device: str, model_file: str, precision: st
                               f"{None if have is None else have.shape}, this host {want.shape}")
         figures.append(_figures(name, want, have))
         passed = passed and figures[-1]["relative_error"] <= bound
-    return DeviceCheck(device, spec.cpu, samples, precision, tuple(figures), bound, passed)
+    where = f"{spec.system.description}, Python {spec.system.python}"
+    return DeviceCheck(device, spec.cpu, samples, precision, tuple(figures), bound, passed, where)
 
 
 def _figures(name: str, want: np.ndarray, have: np.ndarray) -> dict[str, Any]:

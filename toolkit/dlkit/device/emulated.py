@@ -35,7 +35,8 @@ def lookup(name: str) -> Device:
         InvalidInputError: no such device.
     """
     if name not in DEVICES:
-        raise InvalidInputError(f"unknown device {name!r}; emulated devices are {', '.join(DEVICES)}")
+        raise InvalidInputError(f"unknown device {name!r}; emulated devices are {', '.join(DEVICES)} (a name "
+                                f"alone runs its default OS; <name>-<os> another)")
     return DEVICES[name]
 
 
@@ -78,7 +79,8 @@ class Emulator:
     `predict` through the returned `RemoteModel`.
 
     Args:
-        device: "rpi4", "rpi5" or "aarch64".
+        device: a name of `DEVICES`: "rpi4", "rpi5", "rpi-zero2" or "aarch64" run Raspberry Pi OS trixie's
+            Python 3.13; "rpi5-bookworm" and the like bookworm's Python 3.11.
         threads: intra-op threads of the models (the emulated cores are this machine's). Defaults to None: all
             of this machine's cores.
         log: called with a line on each setup step (downloads the first time).
@@ -92,7 +94,7 @@ class Emulator:
 
         self.device = lookup(device)
         self._threads = threads or os.cpu_count() or 1
-        env = environment.build(requirements(), log=log or (lambda line: None))
+        env = environment.build(requirements(), system=self.device.os, log=log or (lambda line: None))
         self._runtime = Path(tempfile.mkdtemp(prefix="dlkit-device-"))
         _copy_runtime(self._runtime)
         cmd, variables = env.command(["-m", "dlkit_runtime.pipe"], self.device.cpu, path=[self._runtime])
@@ -108,10 +110,11 @@ class Emulator:
 
     def computed_on(self) -> dict:
         """Where figures computed by this process come from, for results and reports."""
+        system = self.device.system
         return {"where": "device", "device": self.device.name, "emulated": True, "cpu_model": self.device.cpu,
                 "description": self.device.cpu_description, "cpu": self.info["cpu"],
                 "onnxruntime": {"version": self.info["onnxruntime"], "providers": self.info["providers"]},
-                "python": self.info["python"]}
+                "python": self.info["python"], "os": system.description, "os_name": system.name}
 
     def load(self, path: str | os.PathLike) -> RemoteModel:
         """The model at `path`, loaded once in the emulated process (a second call returns the same model)."""

@@ -1,6 +1,7 @@
-"""An emulated 64-bit ARM Python 3.11, built from Debian bookworm's arm64 packages and run by qemu user-mode.
+"""An emulated 64-bit ARM Python, built from a Debian release's arm64 packages (trixie's python3.13 by default,
+bookworm's python3.11: Raspberry Pi OS is that release's userland) and run by qemu user-mode.
 
-No root filesystem image, chroot, binfmt or root rights: `qemu-aarch64-static` runs the aarch64 `python3.11`
+No root filesystem image, chroot, binfmt or root rights: `qemu-aarch64-static` runs the aarch64 `python3.X`
 unpacked from its .debs (`dpkg-deb -x`), with `QEMU_LD_PREFIX` pointing at that root so the loader and libraries
 come from there. apt runs with a private state (its own sources, lists and cache under the cache folder, arm64 as its
 only architecture), so the host's apt configuration is neither read nor changed. aarch64 wheels are installed into a
@@ -8,10 +9,10 @@ only architecture), so the host's apt configuration is neither read nor changed.
 
 Layout of the cache (`$DLKIT_DEVICE_CACHE`, else `~/.cache/dlkit/device`), each part keyed by what goes into it:
 
-    apt/                        apt's private sources, lists and cache (Debian bookworm arm64)
-    closure.json                the arm64 packages to unpack (asked of apt once, then kept)
-    root-<key>/                 python3.11:arm64 and its dependency closure, plus libstdc++6 (numpy needs it)
-    site-<key>/                 the aarch64 wheels of a requirements list, installed (`pip install --target`)
+    apt-<os>/                   apt's private sources, lists and cache (that Debian release, arm64)
+    closure-<os>.json           the arm64 packages to unpack (asked of apt once, then kept)
+    root-<key>/                 python3.X:arm64 and its dependency closure, plus libstdc++6 (numpy needs it)
+    site-<key>/                 the aarch64 wheels of a requirements list for that Python, installed (`--target`)
     wheels-<key>/               the same wheels and pip's, as files (for `pip install --no-index --find-links`)
     cpu-<key>/<cpu>/            per CPU model: symlinks into the root and a /proc/cpuinfo for that device
 
@@ -40,19 +41,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dlkit.core import files as _files
-from dlkit.core.catalogue import CPUINFO
+from dlkit.core.catalogue import CPUINFO, OS_DEFAULT, SYSTEMS, OperatingSystem
 from dlkit.errors import DeviceSetupError, MissingDependencyError
 
 QEMU = "qemu-aarch64-static"
 PLUGIN_QEMU = "qemu-aarch64"  # Debian's qemu-user: the same qemu, dynamically linked, so it loads TCG plugins
-ROOTS = ("python3.11:arm64", "libstdc++6:arm64")
 SKIP = {"dpkg", "tar", "install-info", "perl-base"}  # in the closure through Pre-Depends, not needed to run Python
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 BUILDER_VERSION = "2"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-SOURCES = ("deb [signed-by={keyring}] http://deb.debian.org/debian bookworm main\n"
-           "deb [signed-by={keyring}] http://deb.debian.org/debian bookworm-updates main\n"
-           "deb [signed-by={keyring}] http://deb.debian.org/debian-security bookworm-security main\n")
+SOURCES = ("deb [signed-by={keyring}] http://deb.debian.org/debian {suite} main\n"
+           "deb [signed-by={keyring}] http://deb.debian.org/debian {suite}-updates main\n"
+           "deb [signed-by={keyring}] http://deb.debian.org/debian-security {suite}-security main\n")
 
 CPUS = CPUINFO  # qemu's -cpu name -> the /proc/cpuinfo of the machine it stands for (the catalogue's)
 
@@ -66,7 +66,7 @@ class Environment:
     Attributes:
         root: the unpacked Debian packages. site: the aarch64 wheels, installed. wheels: the same as files, or None
         when not asked for. cpu_roots: qemu's CPU name -> its prefix (the root plus that CPU's /proc/cpuinfo).
-        requirements: the pip lines the site was built from.
+        requirements: the pip lines the site was built from. system: the OS whose packages the root holds.
     """
 
     root: Path
@@ -74,14 +74,15 @@ class Environment:
     wheels: Path | None
     cpu_roots: dict
     requirements: tuple[str, ...] = ()
+    system: OperatingSystem = SYSTEMS[OS_DEFAULT]
 
     @property
     def python(self) -> Path:
-        return self.root / "usr" / "bin" / "python3.11"
+        return self.root / "usr" / "bin" / f"python{self.system.python}"
 
     def command(self, args, cpu: str, *, python=None, site: bool = True, path=(), plugin=None
                 ) -> tuple[list[str], dict]:
-        """The command line and environment that run `python3.11 ARGS` on the emulated `cpu` (`python`: another
+        """The command line and environment that run `python3.X ARGS` on the emulated `cpu` (`python`: another
         aarch64 interpreter, e.g. a venv's; `site`: put the host-installed wheels on PYTHONPATH; `path`: folders
         put before them; `plugin`: a TCG plugin as (its .so, {argument: value}), loaded by the dynamically linked
         qemu-aarch64, as the static one cannot load plugins)."""
@@ -139,11 +140,12 @@ def require_plugin_qemu() -> str:
 
 
 def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = print,
-          wheels: bool = False) -> Environment:
+          wheels: bool = False, system: str = OS_DEFAULT) -> Environment:
     """Builds (or reuses) the environment for `requirements` (pip lines, e.g. "onnxruntime==1.32.0").
 
     Args:
         wheels: also download the wheels as files (for an offline `pip install` under emulation).
+        system: the OS whose userland it is (a name of `catalogue.SYSTEMS`). Defaults to trixie.
 
     Raises:
         MissingDependencyError: qemu-user-static, apt, dpkg-deb or Debian's archive keyring is missing.
@@ -152,14 +154,16 @@ def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = pr
     require_qemu()
     cache = Path(cache) if cache else cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    spec = SYSTEMS[system]
     with locked(cache):
-        packages = _cached_closure(cache, log)
-        root = _part(cache, "root", packages, lambda tmp: _make_root(cache, packages, tmp, log))
-        site = _part(cache, "site", sorted(requirements), lambda tmp: _install_wheels(requirements, tmp, log))
-        files = _part(cache, "wheels", sorted(requirements),
-                      lambda tmp: _install_wheels(requirements, tmp, log, download=True)) if wheels else None
+        packages = _cached_closure(cache, spec, log)
+        root = _part(cache, "root", packages, lambda tmp: _make_root(cache, spec, packages, tmp, log))
+        site = _part(cache, "site", _site_key(requirements, spec),
+                     lambda tmp: _install_wheels(requirements, spec, tmp, log))
+        files = _part(cache, "wheels", _site_key(requirements, spec),
+                      lambda tmp: _install_wheels(requirements, spec, tmp, log, download=True)) if wheels else None
         cpus = _part(cache, "cpu", [str(root), repr(sorted(CPUS.items()))], lambda tmp: _make_cpu_roots(root, tmp))
-        env = Environment(root, site, files, {cpu: cpus / cpu for cpu in CPUS}, tuple(requirements))
+        env = Environment(root, site, files, {cpu: cpus / cpu for cpu in CPUS}, tuple(requirements), spec)
         if not (cpus / ".verified").is_file():  # once per built environment: the emulated python starts on each CPU
             for cpu in CPUS:
                 proc = env.run(["-c", "import platform; print(platform.machine())"], cpu, timeout=120)
@@ -170,17 +174,25 @@ def build(requirements, cache: str | os.PathLike | None = None, *, log: Log = pr
     return env
 
 
-def built(requirements, cache: str | os.PathLike | None = None) -> bool:
-    """Whether `build(requirements)` would reuse every part without downloading or building anything."""
+def built(requirements, cache: str | os.PathLike | None = None, system: str = OS_DEFAULT) -> bool:
+    """Whether `build(requirements, system=system)` would reuse every part without downloading or building."""
     cache = Path(cache) if cache else cache_dir()
-    saved = cache / "closure.json"
+    saved = cache / f"closure-{system}.json"
     if not saved.is_file():
         return False
     packages = json.loads(saved.read_text()).get("packages", [])
     root = cache / f"root-{_key(packages)}"
-    parts = [root, cache / f"site-{_key(sorted(requirements))}",
+    parts = [root, cache / f"site-{_key(_site_key(requirements, SYSTEMS[system]))}",
              cache / f"cpu-{_key([str(root), repr(sorted(CPUS.items()))])}"]
     return all((p / ".complete").is_file() for p in parts)
+
+
+def _site_key(requirements, system: OperatingSystem) -> list[str]:
+    return [*sorted(requirements), system.abi]  # the pip lines and the Python's ABI: a cp313 site is not a cp311 one
+
+
+def _roots(system: OperatingSystem) -> tuple[str, ...]:
+    return (f"python{system.python}:arm64", "libstdc++6:arm64")  # the root's closure: python3.X, libstdc++6 for numpy
 
 
 def _key(items) -> str:
@@ -226,16 +238,16 @@ def _sh(cmd, step: str, **kwargs) -> str:
     return proc.stdout
 
 
-def _apt_options(cache: Path) -> list[str]:
-    """apt with a private state under `cache/apt`: Debian bookworm's arm64 lists, no lock, the host's untouched."""
+def _apt_options(cache: Path, system: OperatingSystem) -> list[str]:
+    """apt with a private state under `cache/apt-<os>`: that release's arm64 lists, no lock, the host's untouched."""
     if not KEYRING.is_file():
         raise MissingDependencyError(f"the emulated device's packages are checked with Debian's archive keys, and "
                                      f"{KEYRING} is missing; install it with: sudo apt-get install "
                                      "debian-archive-keyring")
-    apt = cache / "apt"
+    apt = cache / f"apt-{system.name}"
     for folder in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
         (apt / folder).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(SOURCES.format(keyring=KEYRING))
+    (apt / "sources.list").write_text(SOURCES.format(keyring=KEYRING, suite=system.suite))
     (apt / "status").touch()
     return ["-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::State::status={apt / 'status'}",
             "-o", f"Dir::Cache={apt / 'cache'}", "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
@@ -245,27 +257,27 @@ def _apt_options(cache: Path) -> list[str]:
             *(["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else [])]  # apt's _apt user cannot read ~root
 
 
-def _cached_closure(cache: Path, log: Log) -> list[str]:
+def _cached_closure(cache: Path, system: OperatingSystem, log: Log) -> list[str]:
     """`_closure()`, asked of apt once and kept: later builds reuse the same package versions, offline."""
-    saved = cache / "closure.json"
+    saved, roots = cache / f"closure-{system.name}.json", _roots(system)
     if saved.is_file():
         data = json.loads(saved.read_text())
-        if data.get("version") == BUILDER_VERSION and data.get("roots") == list(ROOTS):
+        if data.get("version") == BUILDER_VERSION and data.get("roots") == list(roots):
             return data["packages"]
-    options = _apt_options(cache)
-    log("device: reading Debian bookworm's arm64 package lists (about 10 MB)")
-    _sh(["apt-get", *options, "-qq", "update"], "apt-get update (Debian bookworm arm64 lists)")
-    packages = _closure(options)
-    tmp = saved.with_name(".closure.json.tmp")
-    tmp.write_text(json.dumps({"version": BUILDER_VERSION, "roots": list(ROOTS), "packages": packages}))
+    options = _apt_options(cache, system)
+    log(f"device: reading Debian {system.suite}'s arm64 package lists (about 10 MB)")
+    _sh(["apt-get", *options, "-qq", "update"], f"apt-get update (Debian {system.suite} arm64 lists)")
+    packages = _closure(options, roots, system)
+    tmp = saved.with_name(f".closure-{system.name}.json.tmp")
+    tmp.write_text(json.dumps({"version": BUILDER_VERSION, "roots": list(roots), "packages": packages}))
     tmp.replace(saved)
     return packages
 
 
-def _closure(options: list[str]) -> list[str]:
-    """The exact arm64 package versions python3.11 and libstdc++6 need, as `name:arm64=version`."""
+def _closure(options: list[str], roots: tuple[str, ...], system: OperatingSystem) -> list[str]:
+    """The exact arm64 package versions python3.X and libstdc++6 need, as `name:arm64=version`."""
     out = _sh(["apt-cache", *options, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-               "--no-breaks", "--no-replaces", "--no-enhances", *ROOTS], "apt-cache depends")
+               "--no-breaks", "--no-replaces", "--no-enhances", *roots], "apt-cache depends")
     names = sorted({line.strip() if line.strip().endswith(":arm64") else line.strip() + ":arm64"
                     for line in out.splitlines() if line and not line.startswith(" ") and not line.startswith("<")})
     names = [n for n in names if n.split(":")[0] not in SKIP]
@@ -280,15 +292,16 @@ def _closure(options: list[str]) -> list[str]:
     missing = [n for n in names if versions.get(n) in (None, "(none)")]
     if missing:
         raise DeviceSetupError(f"Debian's arm64 lists have no candidate for {', '.join(missing)}; remove "
-                               f"{cache_dir() / 'apt'} and run dlkit device setup again")
+                               f"{cache_dir() / ('apt-' + system.name)} and run dlkit device setup again")
     return [f"{n}={versions[n]}" for n in names]
 
 
-def _make_root(cache: Path, packages: list[str], root: Path, log: Log) -> None:
+def _make_root(cache: Path, system: OperatingSystem, packages: list[str], root: Path, log: Log) -> None:
     debs = root / ".debs"  # inside the part: an interrupted download is removed with it
     debs.mkdir()
-    log(f"device: downloading {len(packages)} Debian arm64 packages (python3.11 and its libraries)")
-    _sh(["apt-get", *_apt_options(cache), "-qq", "download", *packages], "apt-get download (arm64 packages)", cwd=debs)
+    log(f"device: downloading {len(packages)} Debian {system.suite} arm64 packages (python{system.python}, libraries)")
+    _sh(["apt-get", *_apt_options(cache, system), "-qq", "download", *packages], "apt-get download (arm64 packages)",
+        cwd=debs)
     for spec in packages:
         name, version = spec.split(":")[0], spec.split("=", 1)[1].split(":")[-1]
         matches = sorted(m for arch in ("arm64", "all")  # libraries are arm64, their data files "all"
@@ -297,16 +310,19 @@ def _make_root(cache: Path, packages: list[str], root: Path, log: Log) -> None:
             raise DeviceSetupError(f"apt-get download left no .deb for {spec}; run dlkit device setup again")
         _sh(["dpkg-deb", "-x", str(matches[-1]), str(root)], f"dpkg-deb -x {matches[-1].name}")
     shutil.rmtree(debs)
+    for top in ("bin", "lib", "sbin"):  # trixie's packages ship merged /usr: /lib is base-files' link to usr/lib
+        if not (root / top).exists() and (root / "usr" / top).is_dir():
+            (root / top).symlink_to(Path("usr") / top)
 
 
-def _install_wheels(requirements, folder: Path, log: Log, download: bool = False) -> None:
+def _install_wheels(requirements, system: OperatingSystem, folder: Path, log: Log, download: bool = False) -> None:
     """Installs the aarch64 wheels into `folder` (`--target`), or downloads them and pip's own (`download`), for a
     `pip install --no-index --find-links` under emulation."""
-    log(f"device: {'downloading' if download else 'installing'} aarch64 wheels of {' '.join(requirements)}")
+    log(f"device: {'downloading' if download else 'installing'} aarch64 {system.abi} wheels: {' '.join(requirements)}")
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     verb = ["download", "--dest", str(folder)] if download else ["install", "--no-compile", "--target", str(folder)]
     _sh([sys.executable, "-m", "pip", *verb, "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", *platforms, *requirements,
+         "--python-version", system.python, "--implementation", "cp", "--abi", system.abi, *platforms, *requirements,
          *(["pip"] if download else [])], f"pip {verb[0]} (aarch64 wheels)")
 
 

@@ -184,7 +184,7 @@ def count_many(device: str, workloads: Sequence[Workload], *, runs: int = 3, war
     spec = lookup(device)
     jobs = [_checked(w, runs, warmup) for w in workloads]
     environment.require_plugin_qemu()
-    env = environment.build(requirements(), log=log or (lambda line: None))
+    env = environment.build(requirements(), system=spec.os, log=log or (lambda line: None))
     library = instruction_plugin.library()
     with tempfile.TemporaryDirectory(prefix="dlkit-work-") as tmp:
         folder = Path(tmp)

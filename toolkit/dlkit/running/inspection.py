@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from dlkit.errors import InvalidInputError
+from dlkit.core import catalogue
 from dlkit.core.sessions import all_nodes
+from dlkit.errors import InvalidInputError
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 _QOPERATOR = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm", "QLinearConcat",
@@ -37,6 +38,8 @@ class InspectResult:
         quantization: None, or how it is quantized: "int8 QDQ", "int8 QOperator", "int8 dynamic", "fp16".
         providers: the execution providers the session really got.
         placement: per provider, the op types it ran (with counts) in one profiled run on random inputs.
+        memory: its run-time memory (`dlkit.core.memory.RunMemory.to_dict()`: peak resident memory of loading it
+            and one batch-1 inference in a fresh process here), judged against `target`'s budget when given.
     """
 
     path: str
@@ -53,6 +56,7 @@ class InspectResult:
     quantization: str | None
     providers: tuple[str, ...]
     placement: dict[str, dict[str, int]]
+    memory: dict | None = None
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -63,19 +67,22 @@ class InspectResult:
 
 
 def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None = None,
-            placement: bool = True) -> InspectResult:
+            placement: bool = True, memory: bool = True, target: str | None = None) -> InspectResult:
     """Describes an ONNX file and where its ops would run.
 
     Args:
         model: the `.onnx` file.
         providers: execution providers to place the ops on, as `dlkit_runtime.Model`. Defaults to None.
         placement: profile one run on random inputs to see which provider runs each op. Defaults to True.
+        memory: measure the peak run-time memory (a fresh process loads it and runs one inference). Defaults to True.
+        target: a device (`dlkit bundle --target`) whose threads it runs with and whose memory budget (the Pi
+            Zero 2 W's 200 MB) `memory` is judged against. Defaults to None: one thread, no budget.
 
     Returns:
         An `InspectResult`.
 
     Raises:
-        InvalidInputError: a missing or unreadable file.
+        InvalidInputError: a missing or unreadable file, an unknown target.
         MissingDependencyError: the `onnx` package is not installed (`pip install 'dlkit[quantize]'`).
 
     Example:
@@ -89,6 +96,8 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
     from dlkit.core import metadata
 
     path = Path(model)
+    if target is not None and target not in catalogue.DEVICES:
+        raise InvalidInputError(f"target {target!r} is not one of {', '.join(catalogue.DEVICES)}")
     if not path.is_file():
         raise InvalidInputError(f"model '{path}' does not exist or is not a file; give an .onnx file")
     onnx = _deps.require("onnx", "dlkit inspect")
@@ -120,7 +129,16 @@ def inspect(model: str | os.PathLike, *, providers: str | Sequence[str] | None =
         metadata=metadata.read(proto),
         quantization=_quantization(counts, by_dtype), providers=runtime.providers,
         placement=_placement(path, runtime) if placement else {},
+        memory=_memory(path, runtime.inputs, target) if memory else None,
     )
+
+
+def _memory(path: Path, inputs, target: str | None) -> dict:
+    from dlkit.core.memory import run_memory
+
+    spec = catalogue.DEVICES[target] if target else None
+    threads = (spec.threads or os.cpu_count() or 1) if spec else 1
+    return run_memory(path, inputs, threads=threads, budget_bytes=spec.memory_budget_bytes if spec else None).to_dict()
 
 
 def _all_initializers(graph):

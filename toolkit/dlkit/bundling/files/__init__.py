@@ -13,7 +13,7 @@ machine=$(uname -m)
 bits=$(getconf LONG_BIT 2>/dev/null || echo 64)
 case "$machine" in
   armv6l|armv7l|armv8l|arm*)
-    echo "install.sh: this is 32-bit Raspberry Pi OS ($machine): onnxruntime publishes no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS (bookworm, arm64)" >&2; exit 1 ;;
+    echo "install.sh: this is 32-bit Raspberry Pi OS ($machine): onnxruntime publishes no 32-bit ARM wheels; install the 64-bit Raspberry Pi OS (trixie, arm64)" >&2; exit 1 ;;
   aarch64|arm64|x86_64|amd64)
     if [ "$bits" = 32 ]; then
       echo "install.sh: this is a 32-bit userland on a 64-bit kernel ($machine, getconf LONG_BIT = 32): onnxruntime publishes no 32-bit wheels; install the 64-bit OS (Raspberry Pi OS arm64)" >&2; exit 1
@@ -26,8 +26,13 @@ case "$machine" in
 esac
 command -v "$PYTHON" >/dev/null 2>&1 || {{
   echo "install.sh: $PYTHON is not installed; on Raspberry Pi OS: sudo apt install python3 python3-venv" >&2; exit 1; }}
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {{
-  echo "install.sh: this bundle's pinned numpy needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1)); Raspberry Pi OS bookworm has 3.11" >&2; exit 1; }}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < ({floor_tuple}))' || {{
+  echo "install.sh: this bundle's pinned numpy needs Python {floor} or newer ($PYTHON is $("$PYTHON" --version 2>&1)); {systems_have}" >&2; exit 1; }}
+found=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+case "$found" in
+  {tested_cases}) ;;
+  *) echo "install.sh: note: this bundle was tested with Python {tested}; $PYTHON is $found, for which pip may find no wheel of a pinned version, or one not tested here" >&2 ;;
+esac
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv || {{ echo "install.sh: python3 -m venv failed; on Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 1; }}
 fi
@@ -62,7 +67,7 @@ WantedBy=multi-user.target
 README = """\
 # {model}: a dlkit bundle for {target_name}
 
-Made by dlkit {version} on {created}. Copy this folder to the device, then:
+Made by dlkit {version} on {created}, tested with Python {tested}. Copy this folder to the device, then:
 
 ```sh
 ./install.sh                            # once: a .venv with {requirements}
@@ -75,7 +80,7 @@ Made by dlkit {version} on {created}. Copy this folder to the device, then:
 | --- | --- |
 {model_rows}| `manifest.json` | dlkit version, each model's sha256, inputs, outputs, labels, target, creation time |
 | `dlkit_runtime/` | the runtime (Python standard library, numpy, onnxruntime); it refuses a model whose sha256 differs from the manifest's |
-| `requirements.txt` | numpy and onnxruntime (and Pillow for an image model), pinned to versions with aarch64 and x86-64 wheels for Python 3.11 |
+| `requirements.txt` | numpy and onnxruntime (and Pillow for an image model), pinned to versions with aarch64 and x86-64 wheels for Python {pythons} |
 | `install.sh` | `python3 -m venv .venv` and `pip install -r requirements.txt` (extra arguments go to pip) |
 | `predict.py` | the entry point: `predict.py INPUT [--top-k 5] [--model FILE] [--output out.npz]`; `--watch DIR` for the service |
 | `bench.py` | times each bundled model here and says which one to run |
@@ -88,6 +93,8 @@ Made by dlkit {version} on {created}. Copy this folder to the device, then:
 ## Advice for {target_name}
 
 {advice}
+
+{memory}
 """
 
 
