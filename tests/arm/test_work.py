@@ -88,3 +88,10 @@ def test_quantize_counts_whether_int8_pays_on_the_pi(arm_env, onnx_exports, tmp_
     assert payoff["where"] == "rpi5 (emulated cortex-a76)" and payoff["unit"] == "instructions"
     assert payoff["batch"] == 1 and payoff["int8_cost"] > payoff["float_cost"] > 1e4 and payoff["pays"] is False
     assert any(w.startswith("int8 does not pay on rpi5") and "deploy the float model" in w for w in result.warnings)
+    # a Pi 5 bundle of both files runs the float one by default (its manifest's first model), and says why;
+    # a Pi 4 bundle does not: the count is the A76's, not the A72's
+    with pytest.warns(UserWarning, match="is this bundle's default"):
+        pi5 = dlkit.bundle(result.path, tmp_path / "pi5", target="rpi5", float_model=onnx_exports["mlp_digits"])
+    assert [m["precision"] for m in pi5.models] == ["float32", "int8"]
+    pi4 = dlkit.bundle(result.path, tmp_path / "pi4", target="rpi4", float_model=onnx_exports["mlp_digits"])
+    assert [m["precision"] for m in pi4.models] == ["int8", "float32"]

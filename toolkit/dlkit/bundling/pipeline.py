@@ -8,6 +8,7 @@ README with the two commands to type on the device.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -99,7 +100,9 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         _check_same_signature(loaded[0][0], loaded[1][0], sources)
         if entries[1]["precision"] == "int8":
             raise InvalidInputError(f"--float-model '{sources[1]}' is an int8 model; give the float model")
-    notes = _advice(spec, sources[0].name, entries[0]["precision"], loaded[0][0].metadata, float_model is not None)
+    sources, loaded, entries, chosen = _float_first_if_int8_costs_more(spec, sources, loaded, entries)
+    notes = chosen + _advice(spec, sources[0].name, entries[0]["precision"], loaded[0][0].metadata,
+                             float_model is not None)
     memory = run_memory(sources[0], loaded[0][0].inputs, threads=threads or spec.threads or os.cpu_count() or 1,
                         budget_bytes=spec.memory_budget_bytes)
     if memory.over_budget:
@@ -157,6 +160,39 @@ def _advice(spec: Device, name: str, kind: str, metadata: dict, has_float: bool)
                          f"int8 kernels of x86 CPUs without VNNI; quantize it with --target {spec.name} for this "
                          "bundle")
     return notes
+
+
+def _float_first_if_int8_costs_more(spec: Device, sources: list, loaded: list, entries: list[dict]):
+    """The float model as the bundle's default (first) when the int8 one's measured payoff (`dlkit quantize`'s,
+    in its metadata) says int8 costs more on this bundle's device; with a note either way that it does."""
+    payoff = _payoff(loaded[0][0].metadata) if entries[0]["precision"] == "int8" else None
+    if payoff is None or payoff.get("pays") is not False or not _measured_on(spec, str(payoff.get("where", ""))):
+        return sources, loaded, entries, []
+    cost = (f"{sources[0].name} costs {payoff['int8_cost'] / payoff['float_cost']:.2f}x float's "
+            f"{'time' if payoff['unit'] == 'ms' else 'instructions'} on {payoff['where']} at batch {payoff['batch']} "
+            "(dlkit quantize measured it)")
+    if len(sources) < 2:
+        return sources, loaded, entries, [f"{cost}: bundle the float model instead, or beside it with --float-model "
+                                          "(it then becomes the default)"]
+    note = (f"{cost}: the float model {entries[1]['file']} is this bundle's default; predict.py --model "
+            f"{entries[0]['file']} runs the int8 one")
+    return sources[::-1], loaded[::-1], entries[::-1], [note]
+
+
+def _payoff(metadata: dict) -> dict | None:
+    info = metadata.get("quantization")
+    if isinstance(info, str):
+        try:
+            info = json.loads(info)
+        except ValueError:
+            return None
+    payoff = info.get("payoff") if isinstance(info, dict) else None
+    return payoff if isinstance(payoff, dict) and payoff.get("float_cost") else None
+
+
+def _measured_on(spec: Device, where: str) -> bool:
+    """A payoff counted on this device's emulated core, or timed on an x86 host for an x86-64 bundle."""
+    return where.startswith(f"{spec.name} (") or (spec.machine == "x86_64" and where.startswith("host (x86"))
 
 
 def _memory_warning(spec: Device, name: str, memory: RunMemory) -> str:
