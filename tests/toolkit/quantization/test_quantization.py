@@ -285,3 +285,13 @@ def test_subclassed_cnn_average_pool_runs_as_int8_depthwise_conv(onnx_exports, m
     assert "QLinearAveragePool" not in ops and "AveragePool" not in ops and ops.count("QLinearConv") == 4, ops
     assert result.accuracy_drop <= 0.005, result.to_dict()
 
+
+
+def test_quantized_inputs_and_outputs_keep_the_float_shapes(onnx_exports, cnn_int8):
+    """The quantizer's symbolic shape inference writes `floor(1.0*N)` for the batch axis of the outputs; the file
+    keeps the float model's shapes, so inspect and the bundle's README show `N`."""
+    from dlkit.core.sessions import graph_tensors
+
+    for kind in ("input", "output"):
+        floats, ints = (graph_tensors(getattr(onnx.load(p).graph, kind)) for p in (onnx_exports["cnn"], cnn_int8))
+        assert [t.shape for t in ints] == [t.shape for t in floats] and ints[0].shape[0] == "N", (floats, ints)
