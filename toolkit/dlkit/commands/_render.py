@@ -25,6 +25,11 @@ def dumps(value: Any) -> str:
     return json.dumps(_finite(value), indent=2, allow_nan=False)
 
 
+def dumps_line(value: Any) -> str:
+    """`dumps` on one line: a JSON Lines record."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -14,7 +14,9 @@ from dlkit.core import catalogue
 @click.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an image (JPEG, PNG, BMP, GIF, WebP, TIFF: Pillow; 8-bit PNG without it).")
+              help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an image (JPEG, PNG, "
+                   "BMP, GIF, WebP, TIFF: Pillow; 8-bit PNG without it); or a folder of images, run in batches with "
+                   "one JSON line per file.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
 @click.option("-f", "--force", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
@@ -30,6 +32,8 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
+    A folder of images is run in batches: one JSON line per file, {"path": ..., "top_k": [...]} (the best class
+    unless --top-k says more), in sorted path order.
     With --device rpi4|rpi5|rpi-zero2|aarch64 the outputs are the ones that device computes (emulated here, on
     Raspberry Pi OS trixie's Python 3.13; rpi5-bookworm and the like on bookworm's 3.11).
     """
@@ -43,6 +47,9 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
     if output is not None and output.exists() and not force:
         raise InvalidInputError(f"output '{output}' exists; pass --force to replace it")
 
+    if input_path.is_dir():
+        _run_folder(model, input_path, output, force, top_k, providers, threads, cast, strict, device)
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
@@ -86,6 +93,30 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
                                  [[n, *[f"{p.label} ({p.score:.3g})" for p in row]] for n, row in enumerate(classes)]))
     if output is not None:
         click.echo(f"saved {len(outputs)} output(s) to {output}")
+
+
+def _run_folder(model, folder, output, force, top_k, providers, threads, cast, strict, device) -> None:
+    """One JSON line per image of `folder` (the host's kernels, or the emulated device's)."""
+    import contextlib
+
+    from dlkit_runtime import Model
+    from dlkit_runtime.datafiles import write_outputs
+    from dlkit.running.folder import run_folder
+
+    with warnings.catch_warnings(record=True) as caught, contextlib.ExitStack() as stack:
+        warnings.simplefilter("always")
+        onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
+        predict = lambda x: onnx_model.predict(x, cast=cast)  # noqa: E731
+        if device is not None:
+            from dlkit.device import Emulator
+
+            remote = stack.enter_context(Emulator(device, threads=threads)).load(model)
+            predict = lambda x: remote.predict(x, cast=cast)  # noqa: E731
+        outputs = run_folder(folder, onnx_model, predict, top_k, lambda record: click.echo(_render.dumps_line(record)))
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once each, not once per image
+        click.echo(f"warning: {message}", err=True)
+    if output is not None:
+        write_outputs(output, outputs, force=force)
 
 
 def _range(array):
