@@ -189,33 +189,15 @@ def test_serve_bundle_answers_on_the_emulated_pi5(arm_env, onnx_exports, mnist_t
     """dlkit bundle --serve: its serve.py starts on the Pi 5's emulated Cortex-A76 (the aarch64 wheels of uvicorn
     and starlette) and answers one infer with the class the host computes."""
     import os
-    import signal
-    import socket
-    import subprocess
-    import time
     import urllib.request
 
     from sample_models import datasets
+    from tests.arm.emulated_server import serving
 
     bundle = tmp_path / "served"
     dlkit.bundle(onnx_exports["cnn"], bundle, target="rpi5", serve=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd, env = arm_env.command([bundle / "serve.py", "--port", port], "cortex-a76")
     log = tmp_path / "serve.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sink)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):  # the emulated interpreter imports numpy, onnxruntime, uvicorn: tens of seconds
-            try:
-                if urllib.request.urlopen(url + "/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    raise AssertionError(f"serve.py exited {proc.returncode}: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+    with serving(arm_env, bundle, "cortex-a76", log, tries=600) as url:
         x = datasets.as_cnn_input(mnist_test[0][:2])
         body = json.dumps({"inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "FP32",
                                        "data": x.reshape(-1).tolist()}]}).encode()
@@ -223,8 +205,4 @@ def test_serve_bundle_answers_on_the_emulated_pi5(arm_env, onnx_exports, mnist_t
         answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
         scores = np.array(answer["outputs"][0]["data"], np.float32).reshape(2, 10)
         assert scores.argmax(1).tolist() == Model(onnx_exports["cnn"]).predict(x)["digit"].argmax(1).tolist()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    assert code == 0, log.read_text()[-2000:]
     assert os.path.getsize(log) > 0

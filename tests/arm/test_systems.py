@@ -18,10 +18,7 @@ environment's wheel folder. Emulation is about 100x slower than a Pi: these are 
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
-import time
 import urllib.request
 import warnings
 
@@ -30,6 +27,7 @@ import pytest
 
 import dlkit
 from dlkit_runtime import Model
+from tests.arm.emulated_server import serving
 
 pytestmark = pytest.mark.arm
 
@@ -142,32 +140,14 @@ def _install(env, bundle, cpu, tmp_path) -> str:
 
 
 def _infer_once(env, bundle, cpu, x, tmp_path) -> np.ndarray:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     python = bundle / ".venv" / "bin" / f"python{env.system.python}"
-    cmd, variables = env.command([bundle / "serve.py", "--port", port], cpu, python=python, site=False)
-    log = tmp_path / "serve.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, env=variables, stdout=subprocess.DEVNULL, stderr=sink)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(900):  # the emulated interpreter imports numpy, onnxruntime, uvicorn: tens of seconds
-            try:
-                if urllib.request.urlopen(url + "/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                assert proc.poll() is None, f"serve.py exited {proc.returncode}: {log.read_text()[-2000:]}"
-                time.sleep(0.2)
+    with serving(env, bundle, cpu, tmp_path / "serve.log", python=python, site=False) as url:
         body = json.dumps({"inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "FP32",
                                        "data": x.reshape(-1).tolist()}]}).encode()
         name = json.loads((bundle / "manifest.json").read_text())["models"][0]["file"].removesuffix(".onnx")
         request = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=body, method="POST")
         answer = json.loads(urllib.request.urlopen(request, timeout=300).read())
         return np.array(answer["outputs"][0]["data"], np.float32).reshape(len(x), -1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ README with the two commands to type on the device.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -180,13 +179,7 @@ def _float_first_if_int8_costs_more(spec: Device, sources: list, loaded: list, e
 
 
 def _payoff(metadata: dict) -> dict | None:
-    info = metadata.get("quantization")
-    if isinstance(info, str):
-        try:
-            info = json.loads(info)
-        except ValueError:
-            return None
-    payoff = info.get("payoff") if isinstance(info, dict) else None
+    payoff = targets.quantization_info(metadata).get("payoff")
     return payoff if isinstance(payoff, dict) and payoff.get("float_cost") else None
 
 

@@ -15,12 +15,15 @@ from dlkit_runtime.model import ort_message
 BATCH = 64  # samples per run when comparing models
 
 
-def session(model: Any):
-    """A CPU `InferenceSession` for a ModelProto, with onnxruntime's logging limited to errors."""
+def session(model: Any, threads: int | None = None):
+    """A CPU `InferenceSession` for a ModelProto, with onnxruntime's logging limited to errors; `threads`: its
+    intra-op and inter-op threads (default: onnxruntime's)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
     with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints its fallback banner with print()
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 

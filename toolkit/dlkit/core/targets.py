@@ -72,15 +72,21 @@ def exact_everywhere(settings: Mapping[str, Any]) -> bool:
     return bool(settings.get("reduce_range"))
 
 
-def of_model(metadata: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
-    """The target and settings a dlkit-quantized model was made with, from its metadata (None for others)."""
+def quantization_info(metadata: Mapping[str, Any]) -> dict:
+    """`dlkit quantize`'s record in a model's metadata (JSON text or decoded), {} for other models."""
     info = metadata.get("quantization")
     if isinstance(info, str):
         try:
             info = json.loads(info)
         except ValueError:
-            return None, {}
-    if not isinstance(info, dict):
+            return {}
+    return info if isinstance(info, dict) else {}
+
+
+def of_model(metadata: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+    """The target and settings a dlkit-quantized model was made with, from its metadata (None for others)."""
+    info = quantization_info(metadata)
+    if not info:
         return None, {}
     target = info.get("target")
     name = target.get("name") if isinstance(target, dict) else target
@@ -107,4 +113,5 @@ def mismatch(target: str | None, settings: Mapping[str, Any], host: cpu.CpuKind 
     return None  # VNNI and ARM both add int8 products exactly: the same integers
 
 
-__all__ = ["ALIASES", "NAMES", "PRESETS", "Target", "exact_everywhere", "mismatch", "of_model", "resolve"]
+__all__ = ["ALIASES", "NAMES", "PRESETS", "Target", "exact_everywhere", "mismatch", "of_model", "quantization_info",
+           "resolve"]

@@ -117,12 +117,8 @@ def require_qemu() -> str:
     Raises:
         MissingDependencyError: it is not installed (the message names the package).
     """
-    found = shutil.which(QEMU)
-    if found is None:
-        raise MissingDependencyError(
-            f"the emulated device needs {QEMU}, which is not installed; install it with: sudo apt-get install "
-            "qemu-user-static (Debian, Ubuntu; Fedora: qemu-user-static-aarch64, Arch: qemu-user-static)")
-    return found
+    return _which(QEMU, f"the emulated device needs {QEMU}", "qemu-user-static (Debian, Ubuntu; Fedora: "
+                  "qemu-user-static-aarch64, Arch: qemu-user-static)")
 
 
 def require_plugin_qemu() -> str:
@@ -131,11 +127,15 @@ def require_plugin_qemu() -> str:
     Raises:
         MissingDependencyError: it is not installed (the message names the package).
     """
-    found = shutil.which(PLUGIN_QEMU)
+    return _which(PLUGIN_QEMU, f"counting instructions needs {PLUGIN_QEMU} (Debian's qemu-user: the static qemu "
+                  "cannot load plugins)", "qemu-user gcc")
+
+
+def _which(binary: str, need: str, packages: str) -> str:
+    found = shutil.which(binary)
     if found is None:
-        raise MissingDependencyError(
-            f"counting instructions needs {PLUGIN_QEMU} (Debian's qemu-user: the static qemu cannot load plugins), "
-            "which is not installed; install it with: sudo apt-get install qemu-user gcc")
+        raise MissingDependencyError(f"{need}, which is not installed; install it with: sudo apt-get install "
+                                     f"{packages}")
     return found
 
 

@@ -98,7 +98,9 @@ def _is_device(name: str) -> bool:
 
 
 def _timed(float_model, int8_model, x, target, batch: int) -> Payoff:
-    sessions = [_session(float_model), _session(int8_model)]
+    from dlkit.core.sessions import session
+
+    sessions = [session(float_model, threads=1), session(int8_model, threads=1)]  # as bench/ compares runtimes
     medians: list[list[float]] = [[], []]
     for _ in range(_ROUNDS):
         for k, session in enumerate(sessions):
@@ -114,16 +116,6 @@ def _timed(float_model, int8_model, x, target, batch: int) -> Payoff:
     ratio = int8_ms / float_ms
     pays = True if ratio < 1 - TIME_NOISE else False if ratio > 1 + TIME_NOISE else None
     return Payoff(f"host ({target.host.get('family')})", "ms", batch, round(float_ms, 4), round(int8_ms, 4), pays)
-
-
-def _session(model):
-    """One intra-op thread, as the figures of every runtime in `bench/` are compared."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _counted(float_model, int8_model, x, device: str, batch: int) -> tuple[Payoff | None, str]:
