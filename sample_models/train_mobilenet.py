@@ -52,9 +52,9 @@ def build_model(num_classes: int, dropout: float = 0.2, alpha: float = 0.35) -> 
     return keras.Model(inputs, outputs, name="mobilenet")
 
 
-def load_split(split: str, shuffle: bool, batch_size: int) -> tf.data.Dataset:
+def load_split(data: Path, split: str, shuffle: bool, batch_size: int) -> tf.data.Dataset:
     return keras.utils.image_dataset_from_directory(
-        DATA / split,
+        data / split,
         labels="inferred",
         label_mode="int",
         color_mode="rgb",
@@ -86,16 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
     ap.add_argument("--out", type=Path, default=TRAINED)
+    ap.add_argument("--data", type=Path, default=DATA, help="photo folder with train/ and test/ (make_photos.py's --out)")
     ap.add_argument("--jit", action="store_true", help="train with XLA (slower on CPU here)")
     ap.add_argument("--no-monitor", action="store_true",
                     help="do not print test accuracy during training")
     args = ap.parse_args(argv)
-    if not (DATA / "train").is_dir():
-        sys.exit(f"{DATA}/train not found: run `python sample_models/make_photos.py` first")
+    if not (args.data / "train").is_dir():
+        sys.exit(f"{args.data}/train not found: run `python sample_models/make_photos.py` first")
 
     keras.utils.set_random_seed(SEED)
-    train_raw = load_split("train", True, args.batch_size)
-    test_ds = load_split("test", False, 64)
+    train_raw = load_split(args.data, "train", True, args.batch_size)
+    test_ds = load_split(args.data, "test", False, 64)
     class_names = train_raw.class_names
     assert class_names == sorted(class_names) == test_ds.class_names, class_names
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy": round(float((y_pred[y_true == i] == i).mean()), 4)}
         for i, c in enumerate(class_names)
     }
-    train_counts = {c: len(list((DATA / "train" / c).glob("*.jpg"))) for c in class_names}
+    train_counts = {c: len(list((args.data / "train" / c).glob("*.jpg"))) for c in class_names}
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}), train accuracy {train_acc:.4f}")
     print("per class:", per_class)
 

@@ -241,3 +241,18 @@ def cnn_verification(onnx_exports, cnn_int8, cnn_damaged, mnist_npz, tmp_path_fa
     report = tmp_path_factory.mktemp("verify") / "report.html"
     return dlkit.verify(TRAINED / "cnn.keras", [onnx_exports["cnn"], cnn_int8, cnn_damaged],
                         mnist_npz["cnn", "eval"], report=report)
+
+
+PHOTO_KERAS = TRAINED / "mobilenet.keras"
+PHOTO_LABELS = TRAINED / "labels_photos.txt"
+PHOTOS = ROOT / "sample_models" / "data" / "photos"
+
+
+@pytest.fixture(scope="session")
+def photo_onnx_file(tmp_path_factory) -> Path:
+    """The reference photo model (MobileNetV2, raw 0-255 RGB pixels in, 4 logits out) exported once per session with
+    default options and its labels: what a user's `dlkit export mobilenet.keras --labels labels.txt` writes."""
+    import dlkit
+
+    folder = tmp_path_factory.mktemp("photo_export")
+    return Path(dlkit.export(PHOTO_KERAS, folder / "mobilenet.onnx", labels=PHOTO_LABELS).path)

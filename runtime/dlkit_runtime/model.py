@@ -8,7 +8,6 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -17,6 +16,7 @@ import onnxruntime as ort
 
 from dlkit_runtime import providers as _providers
 from dlkit_runtime.checks import InputChecker
+from dlkit_runtime.classes import Prediction, output_kind, ranked, top_classes  # noqa: F401 (re-exported)
 from dlkit_runtime.errors import InvalidInputError, ProviderError
 from dlkit_runtime.tensors import from_node_arg
 
@@ -31,25 +31,7 @@ _OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_JSON_KEYS = ("labels", "preprocessing", "input_layout", "parity")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One of a sample's top classes.
-
-    Attributes:
-        index: the class index in the output.
-        label: its label from the metadata (the index as text when there are none).
-        score: the output's value for it (a probability if the model ends in softmax).
-    """
-
-    index: int
-    label: str
-    score: float
-
-    def to_dict(self) -> dict:
-        return {"index": self.index, "label": self.label, "score": self.score}
+_JSON_KEYS = ("labels", "preprocessing", "input_layout", "parity", "output_kinds")
 
 
 class Model:
@@ -232,7 +214,13 @@ class Model:
         if pending:
             yield self.predict(_stack(pending), cast=cast)
 
-    def classify(self, x: Any, top_k: int = 5, *, output: str | None = None, cast: bool = False) -> list[list[Prediction]]:
+    def output_kind(self, name: str | None = None) -> str:
+        """What output `name` (default: the first) holds: "logit", "probability", "log_probability", or "score"
+        when the metadata does not say (`dlkit export` records it)."""
+        return output_kind(self.metadata, name or self._output_names[0])
+
+    def classify(self, x: Any, top_k: int = 5, *, output: str | None = None, cast: bool = False,
+                 softmax: bool = False) -> list[list[Prediction]]:
         """The `top_k` classes of each sample, best first, named by the model's labels.
 
         Args:
@@ -240,12 +228,14 @@ class Model:
             top_k: classes per sample. Defaults to 5.
             output: the output holding class scores. Defaults to None: the first output.
             cast: as in `predict`. Defaults to False.
+            softmax: give probabilities (softmax of logits). Defaults to False: the output's own values.
 
         Returns:
-            One list of `Prediction`s per sample.
+            One list of `Prediction`s per sample, each saying what its score is (`Prediction.kind`).
         """
         name = output or self._output_names[0]
-        return top_classes(self.predict(x, outputs=[name], cast=cast)[name], top_k, self.labels, name)
+        return ranked(self.predict(x, outputs=[name], cast=cast)[name], top_k, self.labels, name,
+                      self.output_kind(name), softmax)
 
     def _check_output_names(self, names: Sequence[str]) -> list[str]:
         unknown = [n for n in names if n not in self._output_names]
@@ -257,22 +247,6 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model('{self.path}', inputs=[{', '.join(map(str, self.inputs))}], "
                 f"outputs=[{', '.join(map(str, self.outputs))}], providers={list(self.providers)})")
-
-
-def top_classes(scores: np.ndarray, top_k: int, labels: Sequence[str] | None = None,
-                name: str = "scores") -> list[list[Prediction]]:
-    """The `top_k` classes of each row of `scores` (batch, classes), best first, named by `labels`.
-
-    Raises:
-        InvalidInputError: `scores` is not (batch, classes).
-    """
-    if scores.ndim != 2:
-        raise InvalidInputError(f"output '{name}' has shape {scores.shape}, not (batch, classes); "
-                                "classify needs class scores")
-    k = max(1, min(int(top_k), scores.shape[1]))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return [[Prediction(int(i), labels[i] if labels and i < len(labels) else str(int(i)), float(row[i]))
-             for i in idx] for row, idx in zip(scores, order)]
 
 
 def _stack(samples: list[Any]) -> Any:

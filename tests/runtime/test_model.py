@@ -74,6 +74,8 @@ def test_classify_without_labels_and_errors(two_input_onnx, tiny_onnx):
     model = Model(two_input_onnx)
     top = model.classify({"a": np.array([[0.0, 5.0, 1.0]], np.float32), "b": np.zeros((1, 3), np.int64)}, top_k=9)
     assert [(p.index, p.label, p.score) for p in top[0]] == [(1, "1", 5.0), (2, "2", 1.0), (0, "0", 0.0)]
+    # a file made elsewhere does not say what its values are: "score", never called a probability
+    assert model.output_kind() == "score" and top[0][0].to_dict() == {"index": 1, "label": "1", "score": 5.0}
     with pytest.raises(InvalidInputError, match="unknown output\\(s\\) 'logits'; the model's outputs are 'digit'"):
         Model(tiny_onnx).predict(np.zeros((1, 28, 28, 1), np.float32), outputs=["logits"])
 

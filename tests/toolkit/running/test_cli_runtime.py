@@ -53,7 +53,8 @@ def test_run_json_and_npz_input(cnn_onnx, digits_npy, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["providers"] == ["cpu"] and data["outputs"]["digit"] == {"dtype": "float32", "shape": [3, 10]}
-    assert len(data["top_k"]) == 3 and set(data["top_k"][0][0]) == {"index", "label", "score"}
+    # the CNN ends in softmax (recorded by export): its values are probabilities, and say so
+    assert len(data["top_k"]) == 3 and set(data["top_k"][0][0]) == {"index", "label", "probability"}
 
 
 def test_run_cuda_falls_back_with_a_warning(cnn_onnx, digits_npy):

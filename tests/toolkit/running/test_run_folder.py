@@ -35,7 +35,7 @@ def test_a_folder_gives_one_json_line_per_image_in_path_order(onnx_exports, mnis
             warnings.simplefilter("ignore")  # the same "no preprocessing hints" as below
             one = model.predict(read_inputs(record["path"], model))["digit"][0]
         assert [p["index"] for p in record["top_k"]] == list(np.argsort(-one)[:2])
-        assert abs(record["top_k"][0]["score"] - float(one.max())) <= 1e-5
+        assert abs(record["top_k"][0]["probability"] - float(one.max())) <= 1e-5
     # the CNN has no preprocessing hints: the warning comes once for the whole folder, not once per image
     assert run.stderr.count("warning:") == 1
     with np.load(tmp_path / "out.npz") as saved:

@@ -20,6 +20,8 @@ from dlkit.core import catalogue
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
 @click.option("-f", "--force", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
+@click.option("--softmax", is_flag=True,
+              help="Give the top classes' probabilities (softmax of logits) instead of the output's own values.")
 @click.option("--providers", help="Execution providers in order, e.g. 'cuda,cpu'. [default: all available]")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads. [default: physical cores]")
 @click.option("--cast", is_flag=True, help="Cast inputs to the model's dtypes even when it loses precision.")
@@ -28,17 +30,18 @@ from dlkit.core import catalogue
               help="Compute the outputs on this emulated device, as its own kernels do (see 'dlkit device setup'). "
                    "Emulation is about 100x slower than the device: its timings mean nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, input_path, output, force, top_k, providers, threads, cast, strict, device, as_json):
+def command(model, input_path, output, force, top_k, softmax, providers, threads, cast, strict, device, as_json):
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
     A folder of images is run in batches: one JSON line per file, {"path": ..., "top_k": [...]} (the best class
-    unless --top-k says more), in sorted path order.
+    unless --top-k says more), in sorted path order. Each class's value is named for what it is: "logit",
+    "probability" (a softmax output, or --softmax) or "log_probability"; "score" for a model exported elsewhere.
     With --device rpi4|rpi5|rpi-zero2|aarch64 the outputs are the ones that device computes (emulated here, on
     Raspberry Pi OS trixie's Python 3.13; rpi5-bookworm and the like on bookworm's 3.11).
     """
     from dlkit_runtime import Model
-    from dlkit_runtime.model import top_classes
+    from dlkit_runtime.classes import ranked
     from dlkit_runtime.datafiles import read_inputs, write_outputs
     from dlkit_runtime.errors import InvalidInputError
 
@@ -48,7 +51,7 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
         raise InvalidInputError(f"output '{output}' exists; pass --force to replace it")
 
     if input_path.is_dir():
-        _run_folder(model, input_path, output, force, top_k, providers, threads, cast, strict, device)
+        _run_folder(model, input_path, output, force, top_k, softmax, providers, threads, cast, strict, device)
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -73,7 +76,8 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
         outputs = onnx_model.predict(x, cast=cast)
         ran_on, providers_used = ", ".join(onnx_model.providers), list(onnx_model.providers)
     first = onnx_model.outputs[0].name
-    classes = top_classes(outputs[first], top_k, onnx_model.labels, first) if top_k else None
+    classes = (ranked(outputs[first], top_k, onnx_model.labels, first, onnx_model.output_kind(first), softmax)
+               if top_k else None)
     if output is not None:
         output = write_outputs(output, outputs, force=force)
     if as_json:
@@ -90,12 +94,12 @@ def command(model, input_path, output, force, top_k, providers, threads, cast, s
     if classes:
         click.echo("")
         click.echo(_render.table(["sample", *[f"top {i + 1}" for i in range(len(classes[0]))]],
-                                 [[n, *[f"{p.label} ({p.score:.3g})" for p in row]] for n, row in enumerate(classes)]))
+                                 [[n, *[_described(p) for p in row]] for n, row in enumerate(classes)]))
     if output is not None:
         click.echo(f"saved {len(outputs)} output(s) to {output}")
 
 
-def _run_folder(model, folder, output, force, top_k, providers, threads, cast, strict, device) -> None:
+def _run_folder(model, folder, output, force, top_k, softmax, providers, threads, cast, strict, device) -> None:
     """One JSON line per image of `folder` (the host's kernels, or the emulated device's)."""
     import contextlib
 
@@ -112,11 +116,18 @@ def _run_folder(model, folder, output, force, top_k, providers, threads, cast, s
 
             remote = stack.enter_context(Emulator(device, threads=threads)).load(model)
             predict = lambda x: remote.predict(x, cast=cast)  # noqa: E731
-        outputs = run_folder(folder, onnx_model, predict, top_k, lambda record: click.echo(_render.dumps_line(record)))
+        outputs = run_folder(folder, onnx_model, predict, top_k, softmax,
+                             lambda record: click.echo(_render.dumps_line(record)))
     for message in dict.fromkeys(str(w.message) for w in caught):  # once each, not once per image
         click.echo(f"warning: {message}", err=True)
     if output is not None:
         write_outputs(output, outputs, force=force)
+
+
+def _described(prediction) -> str:
+    """"cat (logit 2.21)", "cat (probability 0.873)", or "cat (2.21)" when the model does not say."""
+    kind = "" if prediction.kind == "score" else f"{prediction.kind.replace('_', '-')} "
+    return f"{prediction.label} ({kind}{prediction.score:.3g})"
 
 
 def _range(array):

@@ -11,6 +11,7 @@ from dlkit.core import metadata
 from dlkit.core.tensors import TensorInfo
 from dlkit.errors import InvalidInputError
 from dlkit.exporting.options import ExportPlan
+from dlkit.exporting.output_kinds import output_kinds
 
 
 def finish_model(model: Any, source, parity: Sequence, plan: ExportPlan, inputs: Sequence[TensorInfo]) -> Any:
@@ -28,13 +29,13 @@ def finish_model(model: Any, source, parity: Sequence, plan: ExportPlan, inputs:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "N"
-    metadata.stamp(model, _metadata(source, parity, plan, inputs, dlkit.__version__))
+    metadata.stamp(model, _metadata(model, source, parity, plan, inputs, dlkit.__version__))
     onnx.checker.check_model(model, full_check=True)  # the file as written, after cleanup
     _check_labels(plan.labels, model)
     return model
 
 
-def _metadata(source, parity: Sequence, plan: ExportPlan, inputs: Sequence[TensorInfo], version: str) -> dict[str, str]:
+def _metadata(model: Any, source, parity: Sequence, plan: ExportPlan, inputs: Sequence[TensorInfo], version: str) -> dict[str, str]:
     renames = plan.renames
     layouts = {renames.get(i.name, i.name): _layout(i) for i in inputs}
     meta = {
@@ -44,6 +45,9 @@ def _metadata(source, parity: Sequence, plan: ExportPlan, inputs: Sequence[Tenso
         "dlkit.input_layout": json.dumps(layouts),
         "dlkit.parity": json.dumps({"atol": plan.atol, "outputs": [p.to_dict() for p in parity]}),
     }
+    kinds = output_kinds(model)
+    if kinds:
+        meta["dlkit.output_kinds"] = json.dumps(kinds)
     if plan.labels:
         meta["dlkit.labels"] = json.dumps(plan.labels)
     preprocessing = plan.preprocessing or in_model_preprocessing(source.keras_model)

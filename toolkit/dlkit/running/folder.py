@@ -45,11 +45,11 @@ def batches(files: list[Path], model: Any, size: int = BATCH) -> Iterator[tuple[
         yield names, np.concatenate(arrays)
 
 
-def run_folder(folder: Path, model: Any, predict: Callable[[np.ndarray], dict], top_k: int | None,
+def run_folder(folder: Path, model: Any, predict: Callable[[np.ndarray], dict], top_k: int | None, softmax: bool,
                emit: Callable[[dict], None]) -> dict[str, np.ndarray]:
     """Runs every image of `folder` and emits one record per file: its path, and its top classes (`top_k`, default
-    the best one when the first output is class scores) or its outputs' values. Returns all outputs, in file order."""
-    from dlkit_runtime.model import top_classes
+    the best one when the first output is class scores; probabilities with `softmax`) or its outputs' values. Returns all outputs, in file order."""
+    from dlkit_runtime.classes import ranked
 
     files = image_files(folder)
     first = model.outputs[0].name
@@ -57,7 +57,8 @@ def run_folder(folder: Path, model: Any, predict: Callable[[np.ndarray], dict], 
     for names, x in batches(files, model):
         outputs = predict(x)
         scores = outputs[first]
-        classes = top_classes(scores, top_k or 1, model.labels, first) if scores.ndim == 2 else None
+        classes = (ranked(scores, top_k or 1, model.labels, first, model.output_kind(first), softmax)
+                   if scores.ndim == 2 else None)
         for row, path in enumerate(names):
             record: dict[str, Any] = {"path": str(path)}
             if classes is not None:

@@ -1,6 +1,6 @@
 """Runs this bundle's model on one input file and prints the prediction as JSON.
 
-    .venv/bin/python predict.py INPUT [--top-k 5] [--model FILE] [--output out.npz]
+    .venv/bin/python predict.py INPUT [--top-k 5] [--softmax] [--model FILE] [--output out.npz]
     .venv/bin/python predict.py --check                         # load the model, check its sha256, print the manifest
     .venv/bin/python predict.py --watch inbox --outbox outbox   # the service: each file dropped in inbox/ -> JSON
 
@@ -29,7 +29,7 @@ _SUFFIXES = (".npy", ".npz", *_IMAGES)
 BATCH = 256  # samples per run for a large input file
 
 
-def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None) -> dict:
+def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None, softmax: bool = False) -> dict:
     """The JSON-safe prediction of `model` on the input file `path`."""
     from dlkit_runtime.datafiles import read_inputs, write_outputs
 
@@ -44,9 +44,11 @@ def predict_file(model, path: Path, top_k: int = 5, output: Path | None = None) 
                           for name, v in outputs.items()}}
     first = outputs[model.outputs[0].name]
     if top_k and first.ndim == 2 and first.dtype.kind == "f":
-        from dlkit_runtime.model import top_classes
+        from dlkit_runtime.classes import ranked
 
-        result["top_k"] = [[p.to_dict() for p in row] for row in top_classes(first, top_k, model.labels)]
+        name = model.outputs[0].name  # each class's value named for what it is: logit, probability, ...
+        result["top_k"] = [[p.to_dict() for p in row]
+                           for row in ranked(first, top_k, model.labels, name, model.output_kind(name), softmax)]
     if output is not None:
         write_outputs(output, outputs)
         result["saved"] = str(output)
@@ -67,7 +69,7 @@ def _predict(model, x, size: int = BATCH) -> dict:
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def watch(model, inbox: Path, outbox: Path, top_k: int, interval: float, once: bool) -> None:
+def watch(model, inbox: Path, outbox: Path, top_k: int, interval: float, once: bool, softmax: bool = False) -> None:
     """Predicts each input file that appears in `inbox`, writes `outbox/<name>.json` and removes the input."""
     inbox.mkdir(parents=True, exist_ok=True)
     outbox.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def watch(model, inbox: Path, outbox: Path, top_k: int, interval: float, once: b
         files = sorted(p for p in inbox.iterdir() if p.suffix.lower() in _SUFFIXES and p.is_file())
         for path in files:
             try:
-                result = predict_file(model, path, top_k)
+                result = predict_file(model, path, top_k, softmax=softmax)
             except DlkitError as err:
                 result = {"input": str(path), "error": str(err)}
             tmp = outbox / f".{path.name}.json.tmp"
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("input", nargs="?", type=Path, help=".npy, .npz, or an image (JPEG, PNG, ...)")
     parser.add_argument("--model", help="which bundled model file to run (default: the manifest's first)")
     parser.add_argument("--top-k", type=int, default=5, help="top classes per sample for a (batch, classes) output")
+    parser.add_argument("--softmax", action="store_true",
+                        help="give the top classes' probabilities (softmax of logits), not the output's own values")
     parser.add_argument("--output", type=Path, help="also save all outputs to this .npz")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: the manifest's)")
     parser.add_argument("--check", action="store_true", help="load the model, check its sha256 and exit")
@@ -109,9 +113,9 @@ def main(argv=None) -> int:
             print(json.dumps({"ok": True, "model": model.path.name, "sha256": manifest.model(args.model).sha256,
                               "providers": list(model.providers), "threads": model.threads}))
         elif args.watch is not None:
-            watch(model, args.watch, args.outbox or args.watch.parent / "outbox", args.top_k, args.interval, args.once)
+            watch(model, args.watch, args.outbox or args.watch.parent / "outbox", args.top_k, args.interval, args.once, args.softmax)
         else:
-            print(json.dumps(predict_file(model, args.input, args.top_k, args.output)))
+            print(json.dumps(predict_file(model, args.input, args.top_k, args.output, args.softmax)))
     except DlkitError as err:
         print(f"Error: {err}", file=sys.stderr)
         return err.exit_code
