@@ -24,7 +24,8 @@ def _run(*args):
 def _one_line_error(result, code, *needles):
     assert result.exit_code == code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.strip().splitlines()
+    # the stages' status lines ("export: converting ...") come first; the error is one line, the last
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("export: ")]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -40,6 +41,16 @@ def test_export_json(tmp_path):
     assert data["inputs"][0]["name"] == "pixels" and data["outputs"][0]["name"] == "digit"
     assert data["max_abs_error"] <= 1e-5 and data["parity"][0]["cosine_similarity"] > 0.99999
     assert data["size_bytes"] == out.stat().st_size
+    assert result.stderr == ""  # quiet under --json
+
+
+def test_export_shows_its_stages_on_stderr(tmp_path):
+    result = _run("export", CNN, "-o", tmp_path / "cnn.onnx")  # CliRunner: not a terminal, as under CI or a pipe
+    assert result.exit_code == 0, result.output
+    stages = result.stderr.splitlines()
+    assert stages[0] == "export: loading the Keras model ..." and stages[-1] == "export: writing the file ..."
+    assert "export: converting with tf2onnx and checking parity ..." in stages
+    assert "export:" not in result.stdout  # stdout keeps the result alone
 
 
 def test_export_table_and_default_output(tmp_path):
@@ -112,7 +123,8 @@ def test_unregistered_custom_class_names_the_fix(tmp_path):
             f"sys.argv = ['dlkit', 'export', r'{TRAINED / 'subclassed_mlp.keras'}', '-o', r'{tmp_path / 'a.onnx'}']; main()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert "--custom-objects" in proc.stderr and proc.stderr.count("\n") == 1
+    error = [line for line in proc.stderr.splitlines() if not line.startswith("export: ")]
+    assert "--custom-objects" in proc.stderr and len(error) == 1
     ok = _run("export", TRAINED / "subclassed_mlp.keras", "-o", tmp_path / "b.onnx", "--custom-objects", ARCHITECTURES)
     assert ok.exit_code == 0, ok.output
 

@@ -63,6 +63,15 @@ def size(num_bytes: int) -> str:
     return str(num_bytes)
 
 
+def status_line(verb: str):
+    """A callback printing one line per stage on stderr ("export: converting with tf2onnx ..."), so a person
+    waiting sees where the time goes; stdout keeps the result alone."""
+    def show(stage: str) -> None:
+        click.echo(f"{verb}: {stage} ...", err=True)
+
+    return show
+
+
 class Progress:
     """A click progress bar on stderr, opened on the first report; a report below the last starts a new pass.
 

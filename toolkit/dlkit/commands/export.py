@@ -51,6 +51,7 @@ def command(model, output, opset, atol, rtol, sample_data, num_samples, input_sp
         input_specs=input_specs, batch_size=batch_size, rename=rename, labels=labels,
         preprocessing=_json_option(preprocessing), simplify=not no_simplify, native_rnn=not generic_rnn,
         safe_mode=not no_safe_mode, custom_objects=load_custom_objects(custom_objects), force=force,
+        stage=None if as_json else _render.status_line("export"),
     )
     if as_json:
         _render.emit_json(result)

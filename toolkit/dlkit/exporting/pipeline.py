@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ def export(
     custom_objects: Mapping[str, Any] | None = None,
     force: bool = False,
     seed: int = 0,
+    stage: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Exports a Keras model to ONNX and checks it against Keras before keeping the file.
 
@@ -63,6 +64,8 @@ def export(
         custom_objects: classes a Keras file needs, by name.
         force: overwrite an existing output file. Defaults to False.
         seed: seed of the random samples.
+        stage: called with each stage's name as it starts ("loading the Keras model", "converting with tf2onnx",
+            ...), for a status line. Defaults to None.
 
     Returns:
         An `ExportResult`.
@@ -82,13 +85,19 @@ def export(
                        labels=labels, sample_data=sample_data, batch_size=batch_size, num_samples=num_samples,
                        preprocessing=preprocessing, simplify=simplify, native_rnn=native_rnn, safe_mode=safe_mode,
                        custom_objects=custom_objects, seed=seed)
+    stage = stage or (lambda name: None)
+    stage("loading the Keras model")
     source = _load(model, plan)
     inputs = plan.inputs_of(source)
+    stage("running Keras on the check samples")
     samples = reference_run(source, inputs, plan)
+    stage("converting with tf2onnx and checking parity")
     checked, report = _converted(source, inputs, samples, plan)
     if plan.simplify:
+        stage("cleaning the graph (each step kept only within tolerance)")
         checked = clean_within_atol(checked, samples, plan)
     release_memory()  # the unsimplified copy and the parity sessions
+    stage("writing the file")
     checked = checked._replace(model=finish_model(checked.model, source, checked.parity, plan, inputs))
     _files.write_atomic(plan.output, checked.model.SerializeToString())
     return _result(plan, source, samples, checked, report, started)
