@@ -12,6 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dlkit.bundling.archive import unpack, write_archive, write_folder
 from dlkit.bundling.contents import bundle_files
@@ -57,7 +58,8 @@ class BundleResult:
 
 def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str = catalogue.BUNDLE_DEFAULT,
            float_model: str | os.PathLike | None = None, threads: int | None = None, force: bool = False,
-           serve: bool = False, check_on_device: bool = False) -> BundleResult:
+           serve: bool = False, check_on_device: bool = False,
+           stage: Callable[[str], None] | None = None) -> BundleResult:
     """Makes a folder (or a `.tar.gz` of it) that installs and runs `model` on a device with two commands.
 
     Args:
@@ -74,6 +76,7 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         check_on_device: then run the bundle's own predict.py on a few random inputs on the target's emulated CPU
             (`dlkit.device`; rpi4, rpi5, rpi-zero2, aarch64, on Raspberry Pi OS trixie's Python 3.13) and compare
             it with this host; a failed check removes the bundle.
+        stage: called with each slow stage's name as it starts, for a status line. Defaults to None.
 
     Returns:
         A `BundleResult`.
@@ -89,6 +92,7 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
     ('README.md', 'bench.py', 'cnn.onnx')
     """
     spec = _check_arguments(target, threads, check_on_device)
+    stage = stage or (lambda name: None)
     output = Path(output).absolute()
     archive = output.name.endswith((".tar.gz", ".tgz"))
     sources = [Path(model)] + ([Path(float_model)] if float_model is not None else [])
@@ -99,9 +103,11 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
         _check_same_signature(loaded[0][0], loaded[1][0], sources)
         if entries[1]["precision"] == "int8":
             raise InvalidInputError(f"--float-model '{sources[1]}' is an int8 model; give the float model")
+    stage(f"choosing the precision for the {spec.name}")
     sources, loaded, entries, chosen = _float_first_if_int8_costs_more(spec, sources, loaded, entries)
     notes = chosen + _advice(spec, sources[0].name, entries[0]["precision"], loaded[0][0].metadata,
                              float_model is not None)
+    stage("measuring the model's run-time memory (a fresh process, one inference)")
     memory = run_memory(sources[0], loaded[0][0].inputs, threads=threads or spec.threads or os.cpu_count() or 1,
                         budget_bytes=spec.memory_budget_bytes)
     if memory.over_budget:
@@ -116,6 +122,7 @@ def bundle(model: str | os.PathLike, output: str | os.PathLike, *, target: str =
     if check_on_device:
         from dlkit.device.check import check_written
 
+        stage(f"checking the bundle on the emulated {target} (its predict.py on its own CPU and OS)")
         checked = check_written(output, archive, target, entries[0])
     return BundleResult(str(output), target, tuple(entries), tuple(sorted(files)), size, manifest["threads"],
                         tuple(notes), checked, memory.to_dict())

@@ -36,7 +36,8 @@ def command(model, output, target, float_model, threads, serve, check_on_device,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the result's warnings are printed below
         result = bundle(model, output, target=target, float_model=float_model, threads=threads, force=force,
-                        serve=serve, check_on_device=check_on_device)
+                        serve=serve, check_on_device=check_on_device,
+                        stage=None if as_json else _render.status_line("bundle"))
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
