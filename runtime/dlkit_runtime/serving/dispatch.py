@@ -1,6 +1,7 @@
 """What every request meets first: the token (compared in constant time; the health probes are open), then POST
-infer to its bare ASGI handler and anything else to starlette (`dlkit_runtime.serving.routes`); one access-log line
-per request, and infer's status and time in the metrics. Standard library only."""
+infer (/v2/models/{name}/infer, or /v2/models/{name}/versions/{version}/infer) to its bare ASGI handler, another
+method on it to a 405, and anything else to starlette (`dlkit_runtime.serving.routes`); one access-log line per
+request, and infer's status and time in the metrics. Standard library only."""
 
 from __future__ import annotations
 
@@ -29,14 +30,18 @@ def dispatching_app(application, infer, recorder: Metrics, settings: Settings):
         started_at = time.perf_counter()
         path = scope["path"]
         parts = path.split("/")
-        infers = len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "infer"
+        infers = parts[1:3] == ["v2", "models"] and parts[-1] == "infer" and (
+            len(parts) == 5 or (len(parts) == 7 and parts[4] == "versions"))
         if expected is not None and path not in open_paths and not hmac.compare_digest(
                 next((v for k, v in scope["headers"] if k == b"authorization"), b""), expected):
             code = await send_error(send, 401, "missing or wrong token: send Authorization: Bearer <token>",
                                     (lambda c: recorder.request(parts[3], c, time.perf_counter() - started_at))
                                     if infers else None)
         elif infers and scope["method"] == "POST":
-            code = await infer(scope, receive, send, parts[3], started_at)
+            code = await infer(scope, receive, send, parts[3], started_at, parts[5] if len(parts) == 7 else None)
+        elif infers:
+            code = await send_error(send, 405, f"{scope['method']} is not allowed on {path}; infer takes POST",
+                                    allow="POST")
         else:
             status = {}
 

@@ -8,7 +8,9 @@ imported only when a server starts (uvicorn here, starlette in `dlkit_runtime.se
 Concurrent requests for a model whose batch axis is dynamic wait at most `max_delay_ms` to be run together, up to
 `max_batch` samples; each response holds its own rows. A fixed-batch model runs one request at a time. The queue
 is bounded: when it is full the answer is 503 with Retry-After, never unbounded memory. A bad request is a 4xx with
-`{"error": ...}`; SIGTERM stops accepting and lets requests in flight finish (uvicorn's graceful shutdown).
+`{"error": ...}`; SIGTERM stops accepting and lets requests in flight finish (uvicorn's graceful shutdown). With
+`Settings.tls_cert` and `tls_key` it speaks HTTPS only (`dlkit_runtime.serving.tls`); GET /v2/openapi.json describes
+it all (`dlkit_runtime.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dlkit_runtime.serving.dispatch import dispatching_app
 from dlkit_runtime.serving.metrics import Metrics
 from dlkit_runtime.serving.routes import infer_handler, starlette_routes
 from dlkit_runtime.serving.settings import TOKEN_ENV, Settings
+from dlkit_runtime.serving.tls import from_environment, uvicorn_server
 
 
 def app(models: dict, settings: Settings):
@@ -37,7 +40,17 @@ def app(models: dict, settings: Settings):
         MissingDependencyError: starlette is not installed.
     """
     entries, recorder = _entries(models)
-    application = starlette_routes(entries, recorder)
+    application = starlette_routes(entries, recorder, settings)  # MissingDependencyError without starlette
+    from starlette.responses import JSONResponse
+
+    from dlkit_runtime.serving.openapi import OPENAPI_PATH, description
+
+    document = description(list(models), token=settings.token is not None)
+
+    async def openapi(request):
+        return JSONResponse(document)
+
+    application.add_route(OPENAPI_PATH, openapi, methods=["GET"])
     infer = infer_handler(entries, recorder, settings)
     return dispatching_app(application, infer, recorder, settings)
 
@@ -76,6 +89,7 @@ def serve(paths: Sequence[str | os.PathLike], *, names: Sequence[str] = (), host
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise InvalidInputError(f"no model file {missing[0]}; give the path of an .onnx file")
+    settings = from_environment(settings)  # the TLS files checked before the models load
     _require_server()
 
     def load() -> dict:
@@ -102,8 +116,9 @@ def serve_workers(load: Callable[[], dict], names: Sequence[str], workers: int, 
     if not isinstance(workers, int) or workers < 1:
         raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
     _require_server()
+    settings = from_environment(settings or Settings())
     sock = processes.listen(host, port)
-    _announce(list(names), host, port, settings or Settings(), f" with {workers} worker processes")
+    _announce(list(names), host, port, settings, f" with {workers} worker processes")
     return processes.run(workers, sock, lambda shared: serve_models(load(), host=host, port=port, settings=settings,
                                                                   sockets=[shared], announce=False))
 
@@ -113,8 +128,7 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
     """Serves loaded `dlkit_runtime.Model`s by name (a bundle's `serve.py` loads its model checked first), on
     `host`:`port` or on listening `sockets` already bound. Returns 0 after a clean stop."""
     uvicorn = _require_server()
-    settings = settings or Settings()
-    settings.token = settings.token or os.environ.get(TOKEN_ENV) or None
+    settings = from_environment(settings or Settings())
     application = app(models, settings)
     if sockets is None:  # bound here: a busy port is a one-line error, before the server says it serves
         import dlkit_runtime.serving.workers as processes
@@ -124,14 +138,14 @@ def serve_models(models: dict, *, host: str = "127.0.0.1", port: int = 8000, set
         _announce(list(models), host, port, settings, "")
     # proxy_headers off: the access log names the peer that connected, not what an X-Forwarded-For claims
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False,
-                            proxy_headers=False,
+                            proxy_headers=False, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
                             timeout_graceful_shutdown=30, limit_concurrency=4 * settings.max_queue + 64)
     # uvicorn drains requests in flight on SIGTERM or Ctrl-C, then raises the signal again to the handler that was
     # there before it. That handler asks the server to stop: a signal before uvicorn installs its own (during the
     # start) stops it too, and one after ends the process with 0 (systemd's clean stop), not killed by the signal
     import signal
 
-    server = uvicorn.Server(config)
+    server = uvicorn_server(uvicorn, config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: setattr(server, "should_exit", True))
     server.run(sockets=sockets)
@@ -150,12 +164,16 @@ def _require_server():
 
 
 def _announce(names: list, host: str, port: int, settings: Settings, how: str) -> None:
-    token = settings.token or os.environ.get(TOKEN_ENV) or None
-    if not _loopback(host) and token is None:
+    """The one line that says where the models are served, after at most one warning about who can reach them."""
+    tls = settings.tls_cert is not None
+    if not _loopback(host) and settings.token is None:
         print(f"warning: serving on {host} without a token: anyone who reaches this port can use the models; set "
               f"--token or {TOKEN_ENV}", file=sys.stderr)
-    print(f"serving {', '.join(names)} on http://{host}:{port}/v2 (Open Inference Protocol){how}", file=sys.stderr,
-          flush=True)
+    elif not _loopback(host) and not tls:
+        print(f"warning: serving on {host} with a token over plain HTTP: the token and the data cross the network in "
+              f"the clear; give --tls-cert and --tls-key (or put a TLS proxy in front)", file=sys.stderr)
+    print(f"serving {', '.join(names)} on {'https' if tls else 'http'}://{host}:{port}/v2 (Open Inference Protocol)"
+          f"{how}", file=sys.stderr, flush=True)
 
 
 def _loopback(host: str) -> bool:

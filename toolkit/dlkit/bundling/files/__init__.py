@@ -101,7 +101,12 @@ Made by dlkit {version} on {created}, tested with Python {tested}. Copy this fol
 SERVE_SERVICE = """\
 # systemd unit: serves the model over HTTP (Open Inference Protocol) on 127.0.0.1:8000.
 # install.sh fills in the paths; then: sudo cp dlkit-serve.service /etc/systemd/system/ &&
-# sudo systemctl enable --now dlkit-serve   (to serve the network: add --host 0.0.0.0 --token ... to ExecStart)
+# sudo systemctl enable --now dlkit-serve
+# To serve the network, write serve.env beside serve.py (chmod 600: it holds the token), e.g.
+#   DLKIT_SERVE_ARGS=--host 0.0.0.0
+#   DLKIT_SERVE_TOKEN=a-long-random-secret
+#   DLKIT_SERVE_TLS_CERT=/etc/ssl/dlkit/cert.pem
+#   DLKIT_SERVE_TLS_KEY=/etc/ssl/dlkit/key.pem
 [Unit]
 Description=dlkit model server {model} ({target})
 After=network.target
@@ -110,7 +115,8 @@ After=network.target
 Type=simple
 User=@USER@
 WorkingDirectory=@BUNDLE@
-ExecStart=@BUNDLE@/.venv/bin/python @BUNDLE@/serve.py --port 8000
+EnvironmentFile=-@BUNDLE@/serve.env
+ExecStart=@BUNDLE@/.venv/bin/python @BUNDLE@/serve.py --port 8000 $DLKIT_SERVE_ARGS
 Restart=on-failure
 RestartSec=5
 Environment=PYTHONUNBUFFERED=1
@@ -128,17 +134,32 @@ curl -s localhost:8000/v2/health/ready
 curl -s localhost:8000/v2/models/{name}             # inputs, outputs, labels
 ```
 
-From another machine (start it with `--host 0.0.0.0 --token SECRET`), in Python:
+From another machine (start it with `--host 0.0.0.0 --token SECRET --tls-cert cert.pem --tls-key key.pem`), in
+Python:
 
 ```python
 import numpy as np, tritonclient.http as http       # pip install 'tritonclient[http]'
-client = http.InferenceServerClient("raspberrypi.local:8000")
+client = http.InferenceServerClient("raspberrypi.local:8000", ssl=True, ssl_options={{"ca_certs": "ca.pem"}})
 token = {{"Authorization": "Bearer SECRET"}}
 name = client.get_model_metadata("{name}", headers=token)["inputs"][0]["name"]
 x = http.InferInput(name, list(batch.shape), "FP32")
 x.set_data_from_numpy(batch)
 print(client.infer("{name}", [x], headers=token).get_response())
 ```
+
+Without `--tls-cert` and `--tls-key` the server speaks plain HTTP, and the token crosses the network in the clear
+(serve.py warns). With them it speaks HTTPS only: the certificate's names must include the one clients connect to,
+and a client that does not trust its issuer gets the issuer's certificate (`ca.pem` above). The systemd unit reads
+its options from `serve.env` beside serve.py, if there is one (chmod 600: it holds the token):
+
+```sh
+DLKIT_SERVE_ARGS=--host 0.0.0.0 --workers 4
+DLKIT_SERVE_TOKEN=SECRET
+DLKIT_SERVE_TLS_CERT=/etc/ssl/dlkit/cert.pem
+DLKIT_SERVE_TLS_KEY=/etc/ssl/dlkit/key.pem
+```
+
+`GET /v2/openapi.json` describes every path, status and body (OpenAPI 3).
 
 Many small requests at once (several clients): `--workers 4` runs four server processes on the port, one per core
 of a Pi, each with its own copy of the model. One Python process parses HTTP on one core at most; for a small model
