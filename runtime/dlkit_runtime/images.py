@@ -2,7 +2,8 @@
 (`dlkit.preprocessing`: `scale`, `mean`, `std`).
 
 With Pillow installed (`pip install pillow`, or `dlkit[images]`; a bundle for an image model ships it), `decode`
-reads what cameras and phones write: JPEG (turned upright by its EXIF orientation), PNG of any bit depth and colour
+reads what cameras and phones write: JPEG (turned upright by its EXIF orientation, and decoded to the values
+TensorFlow's decoder gives, which Keras models are trained on: `dlkit_runtime.jpeg`), PNG of any bit depth and colour
 type, BMP, GIF, WebP and TIFF, and resizes the picture to the model's input. Without Pillow, the bare runtime still
 reads 8-bit PNG with the small decoder here (numpy and zlib only) at the model's own size: a device without Pillow
 can try a model on the PNG files dlkit's examples use, and any other format names the package that reads it.
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from dlkit_runtime import jpeg
 from dlkit_runtime.errors import InvalidInputError, MissingDependencyError
 from dlkit_runtime.tensors import TensorInfo
 
@@ -99,17 +101,28 @@ def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Mapping[str, Any] | None = None
-           ) -> np.ndarray:
+def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Mapping[str, Any] | None = None,
+           *, dct_method: str = "INTEGER_FAST") -> np.ndarray:
     """An image file's pixels, uint8 (H, W) or (H, W, C), resized to `info`'s fixed height and width (Pillow).
 
     16-bit PNG and TIFF keep their top 8 bits; palette, CMYK and other modes become RGB (grayscale stays gray).
 
+    Args:
+        path: the image file.
+        info, metadata: the model input it is for, and the model's dlkit metadata (layout): the size to resize to.
+        dct_method: how a JPEG is decoded, as `tf.io.decode_jpeg` names it. "INTEGER_FAST": TensorFlow's default
+            (what `keras.utils.image_dataset_from_directory` trains on), the same values as TensorFlow for the
+            JPEGs `dlkit_runtime.jpeg` covers. "INTEGER_ACCURATE": Pillow's default (`keras.utils.load_img`).
+            Defaults to "INTEGER_FAST".
+
     Raises:
-        InvalidInputError: a missing, damaged or unreadable image. MissingDependencyError: not a PNG and Pillow is
-            not installed.
+        InvalidInputError: a missing, damaged or unreadable image, an unknown dct_method. MissingDependencyError:
+            not a PNG and Pillow is not installed.
     """
     path = Path(path)
+    if dct_method not in jpeg.DCT_METHODS:
+        raise InvalidInputError(f"dct_method {dct_method!r} is not one of {', '.join(jpeg.DCT_METHODS)}; give "
+                                "INTEGER_FAST (TensorFlow's decoding) or INTEGER_ACCURATE (Pillow's)")
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
@@ -119,11 +132,12 @@ def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Ma
         return read_png(path)
     size = None
     if info is not None and len(info.shape) in (3, 4):
-        _, height, width, _ = _geometry(info, metadata or {})
+        _, height, width, _ = geometry(info, metadata or {})
         size = (width, height) if isinstance(height, int) and isinstance(width, int) else None
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
+            fast = jpeg.decode_fast(opened) if dct_method == "INTEGER_FAST" else None
+            image = ImageOps.exif_transpose(opened) if fast is None else _upright(Image.fromarray(fast), opened)
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):  # 16-bit or 32-bit integer gray
                 deep = np.asarray(image).astype(np.uint32)
                 image = Image.fromarray((deep >> (8 if deep.max() < 65536 else 24)).astype(np.uint8), "L")
@@ -140,8 +154,20 @@ def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Ma
     return pixels
 
 
-def _geometry(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[str, Any, Any, Any]:
-    """(layout, height, width, channels) of an image-like input: NHWC, NCHW (a 4-D input) or NHW (3-D)."""
+def _upright(image: Any, opened: Any) -> Any:
+    """`image`, decoded from `opened`, turned upright by Pillow's `exif_transpose` reading `opened`'s metadata."""
+    from PIL import ImageOps
+
+    image.info.update({k: v for k, v in opened.info.items() if k in ("exif", "xmp", "XML:com.adobe.xmp")})
+    return ImageOps.exif_transpose(image)
+
+
+def geometry(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[str, Any, Any, Any]:
+    """(layout, height, width, channels) of an image-like input: NHWC, NCHW (a 4-D input) or NHW (3-D).
+
+    Raises:
+        InvalidInputError: the input does not take an image.
+    """
     layout = (metadata.get("input_layout") or {}).get(info.name) if isinstance(metadata.get("input_layout"), dict) else None
     shape = info.shape
     if len(shape) == 4:
@@ -155,6 +181,9 @@ def _geometry(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[str, Any, 
                             "a .npy or .npz file")
 
 
+_geometry = geometry  # its earlier, private name
+
+
 def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]) -> np.ndarray:
     """Turns decoded pixels into a batch of one for `info`, as the export's metadata describes.
 
@@ -164,7 +193,7 @@ def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]
     Raises:
         InvalidInputError: the input is not an image-like tensor, or the picture's size differs from it.
     """
-    layout, height, width, want = _geometry(info, metadata)
+    layout, height, width, want = geometry(info, metadata)
     pixels = _channels(image if image.ndim == 3 else image[..., None], want if isinstance(want, int) else 3)
     for axis, (dim, size) in enumerate(zip((height, width), pixels.shape[:2])):
         if isinstance(dim, int) and dim != size:

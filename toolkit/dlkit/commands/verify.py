@@ -95,6 +95,8 @@ def _print(result) -> None:
                      if o.reference_accuracy is not None), None)
     if accuracy is not None:
         click.echo(f"reference accuracy {_pct(accuracy)}")
+    if result.decoding is not None:
+        click.echo(f"decoding: {result.decoding.summary}")
     host = result.host_cpu
     click.echo(f"{'reference ' if result.device else ''}computed on this host: {host.get('family')} CPU "
                f"({', '.join(host.get('features') or ['-'])}{'; ' + host['model'] if host.get('model') else ''}), "

@@ -34,6 +34,7 @@ class DataSource:
         count: how many samples there are.
         labels: integer class labels, when the data has them.
         class_names: the names of the classes (image folders), else None.
+        files: an image folder's files, in the order of the samples; else empty.
     """
 
     path: Path
@@ -42,6 +43,7 @@ class DataSource:
     labels: np.ndarray | None
     _read: Callable[[int, int], dict[str, np.ndarray]]
     class_names: tuple[str, ...] | None = None
+    files: tuple[Path, ...] = ()
 
     def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples `start` to `stop` as a feed dict."""
@@ -210,7 +212,8 @@ def _image_folder(path: Path, inputs, metadata, what) -> DataSource:
         batch = [image_input(decode(f, info, metadata), info, metadata)[0] for f in files[start:stop]]
         return {info.name: np.stack(batch)}
 
-    return DataSource(path, inputs, len(files), labels, read, tuple(classes) if labels is not None else None)
+    return DataSource(path, inputs, len(files), labels, read, tuple(classes) if labels is not None else None,
+                      tuple(files))
 
 
 def _interleaved(root: Path, files: list[Path]) -> list[Path]:

@@ -64,8 +64,7 @@ def export(
         custom_objects: classes a Keras file needs, by name.
         force: overwrite an existing output file. Defaults to False.
         seed: seed of the random samples.
-        stage: called with each stage's name as it starts ("loading the Keras model", "converting with tf2onnx",
-            ...), for a status line. Defaults to None.
+        stage: called with each stage's name as it starts ("converting with tf2onnx ..."). Defaults to None.
 
     Returns:
         An `ExportResult`.
@@ -85,7 +84,7 @@ def export(
                        labels=labels, sample_data=sample_data, batch_size=batch_size, num_samples=num_samples,
                        preprocessing=preprocessing, simplify=simplify, native_rnn=native_rnn, safe_mode=safe_mode,
                        custom_objects=custom_objects, seed=seed)
-    stage = stage or (lambda name: None)
+    stage = stage or _silent
     stage("loading the Keras model")
     source = _load(model, plan)
     inputs = plan.inputs_of(source)
@@ -99,16 +98,26 @@ def export(
     release_memory()  # the unsimplified copy and the parity sessions
     stage("writing the file")
     checked = checked._replace(model=finish_model(checked.model, source, checked.parity, plan, inputs))
+    if source.text is not None:  # a text model: its vectorizer into the metadata, checked from strings to outputs
+        from dlkit.exporting.text_checks import check_strings
+
+        checked = check_strings(checked, source, plan)
     _files.write_atomic(plan.output, checked.model.SerializeToString())
     return _result(plan, source, samples, checked, report, started)
 
 
-def _load(model: Any, plan: ExportPlan):
-    """The Keras model as a `keras_loading.ModelSource`."""
-    from dlkit.exporting.keras_loading import load
+def _silent(stage: str) -> None:
+    """No status line."""
 
-    return load(model, safe_mode=plan.safe_mode, custom_objects=dict(plan.custom_objects),
-                input_specs=plan.input_specs)
+
+def _load(model: Any, plan: ExportPlan):
+    """The Keras model as a `keras_loading.ModelSource` (a text model's as the numeric model after its
+    TextVectorization)."""
+    from dlkit.exporting.keras_loading import load
+    from dlkit.exporting.text_vectorization import numeric_source
+
+    return numeric_source(load(model, safe_mode=plan.safe_mode, custom_objects=dict(plan.custom_objects),
+                               input_specs=plan.input_specs))
 
 
 def _converted(source, inputs, samples: Samples, plan: ExportPlan) -> tuple[Checked, Any]:

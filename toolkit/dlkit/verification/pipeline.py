@@ -76,7 +76,8 @@ def verify(
             device's (not judged).
 
     Returns:
-        A `VerifyResult`; a breached threshold gives `passed=False` and `breaches`, never an exception.
+        A `VerifyResult`; a breached threshold gives `passed=False` and `breaches`, never an exception. With a Keras
+        reference and a folder of images, its `decoding` compares dlkit's pixels with TensorFlow's on a sample.
 
     Raises:
         InvalidInputError: a missing model or data, data that does not fit the inputs, a bad option.
@@ -128,15 +129,27 @@ def _verify(reference: Any, settings: VerifySettings, opened: Candidates, emulat
                          opened.hosted[0].labels)
     stats, done = measure(rows, source, run_reference, roles, settings)
 
+    decoding = _decoding(reference, source, opened, run_reference, roles, settings)
     limits = settings.limits(roles.labelled)
     sqnr_feeds = probe if source.count < _SQNR_SAMPLES else source.take(0, _SQNR_SAMPLES)
     results, notes = candidate_results(rows, stats, done, limits, settings, reference, sqnr_feeds)
     result = VerifyResult(ref_name, data_name, done, opened.inputs, results, limits, roles.class_names,
                           None if settings.report is None else str(settings.report), notes,
                           round(time.perf_counter() - started, 3), cpu.host().to_dict(),
-                          host_onnxruntime(opened), None if emulator is None else emulator.computed_on())
+                          host_onnxruntime(opened), None if emulator is None else emulator.computed_on(), decoding)
     if settings.report is not None:
         from dlkit.verification.report import write
 
         write(result, settings.report)
     return result
+
+
+def _decoding(reference: Any, source, opened: Candidates, run_reference, roles, settings: VerifySettings):
+    """dlkit's pixels against TensorFlow's on a sample of an image folder, with a Keras reference; else None."""
+    onnx_reference = isinstance(reference, (str, os.PathLike)) and str(reference).lower().endswith(".onnx")
+    if onnx_reference or not getattr(source, "files", ()):
+        return None
+    from dlkit.verification.decoding import check_decoding
+
+    return check_decoding(source, opened.inputs[0], opened.hosted[0].metadata, run_reference, roles,
+                          batch_size=settings.batch_size)

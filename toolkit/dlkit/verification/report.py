@@ -74,6 +74,8 @@ def render(result: VerifyResult) -> str:
     parts.append("<h2>Figures</h2>" + _table(result))
     for candidate in result.candidates:
         parts.append(_candidate(result, candidate))
+    if result.decoding is not None:
+        parts.append(_decoding(result.decoding))
     if result.notes:
         parts.append("<h2>Notes</h2><ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in result.notes)
                      + "</ul>")
@@ -88,6 +90,23 @@ def write(result: VerifyResult, path: str | os.PathLike) -> Path:
     path = Path(path)
     _files.write_atomic(path, render(result).encode("utf-8"))
     return path
+
+
+def _decoding(check) -> str:
+    """dlkit's pixels against TensorFlow's on a sample of the folder, and the reference's figures both ways."""
+    rows = [("images compared", f"{check.samples}" + (f" ({check.skipped} skipped)" if check.skipped else "")),
+            ("pixel values that differ", f"{100 * check.fraction_differing:.2f}%"),
+            ("max / mean abs difference (levels)", f"{check.max_abs_level:.4g} / {check.mean_abs_level:.4g}")]
+    if check.max_abs_output_difference is not None:
+        rows.append((f"max abs difference of output '{check.output}'", f"{check.max_abs_output_difference:.3g}"))
+    if check.top1_agreement is not None:
+        rows.append(("reference top-1 agreement", f"{100 * check.top1_agreement:.2f}%"))
+    if check.accuracy_dlkit is not None:
+        rows.append(("reference top-1 accuracy: dlkit's / TensorFlow's pixels",
+                     f"{100 * check.accuracy_dlkit:.2f}% / {100 * check.accuracy_tensorflow:.2f}%"))
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
+    return (f"<h2>Decoding</h2><div class='meta'>dlkit's pixels (Pillow) against TensorFlow's "
+            f"({escape(check.pipeline)}), the pixels a Keras model is trained on</div><table>{body}</table>")
 
 
 def _table(result: VerifyResult) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from dlkit.core.agreement import OutputFigures
 from dlkit.verification.candidates import NodeError
+from dlkit.verification.decoding import DecodingCheck
 from dlkit.core.tensors import TensorInfo
 
 
@@ -88,6 +89,8 @@ class VerifyResult:
         host_cpu: this host's CPU (`dlkit_runtime.cpu.CpuKind`), whose kernels computed the reference and, without
             a device, every candidate. onnxruntime: the host's version and the providers its candidates ran on.
         device: the emulated device the candidates ran on (its CPU kind, onnxruntime and Python), or None.
+        decoding: with a Keras reference and a folder of images, dlkit's pixels against the ones TensorFlow's image
+            pipeline gives and what that does to the reference (`verification.decoding.DecodingCheck`), else None.
     """
 
     reference: str
@@ -103,6 +106,7 @@ class VerifyResult:
     host_cpu: Mapping[str, Any] = field(default_factory=dict)
     onnxruntime: Mapping[str, Any] = field(default_factory=dict)
     device: Mapping[str, Any] | None = None
+    decoding: DecodingCheck | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -124,4 +128,5 @@ class VerifyResult:
                 "class_names": None if self.class_names is None else list(self.class_names),
                 "report": self.report, "notes": list(self.notes), "seconds": self.seconds,
                 "host_cpu": dict(self.host_cpu), "onnxruntime": dict(self.onnxruntime),
-                "device": None if self.device is None else dict(self.device), "warnings": list(self.warnings)}
+                "device": None if self.device is None else dict(self.device), "warnings": list(self.warnings),
+                **({} if self.decoding is None else {"decoding": self.decoding.to_dict()})}
