@@ -1,5 +1,6 @@
-"""Input and output files of `dlkit run`: `.npy` (one input), `.npz` (keyed by input name), or one image (PNG without
-anything else; JPEG, BMP, GIF, WebP and TIFF with Pillow: see `dlkit_runtime.images`)."""
+"""Input and output files of `dlkit run`: `.npy` (one input), `.npz` (keyed by input name), one image (PNG without
+anything else; JPEG, BMP, GIF, WebP and TIFF with Pillow: see `dlkit_runtime.images`), or one `.wav` sound
+(`dlkit_runtime.audio`)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import numpy as np
 from dlkit_runtime.errors import InvalidInputError
 
 
-
 def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict[str, np.ndarray]:
     """Reads model inputs from a file.
 
     Args:
         path: a `.npy` file (the array for a one-input model), a `.npz` file (arrays keyed by input name), or an
-            image for a one-input image model, resized and scaled for it (see `dlkit_runtime.images`).
-        model: the `Model` the inputs are for; needed for an image. Defaults to None.
+            image for a one-input image model, resized and scaled for it (see `dlkit_runtime.images`); for a text
+            model, a `.txt` file (one sentence per line) or a string that is not a path, vectorized.
+            A `.wav` for a one-input audio model, padded or cut to its length (see `dlkit_runtime.audio`).
+        model: the `Model` the inputs are for; needed for an image or text. Defaults to None.
 
     Returns:
         An array, or a dict of arrays keyed by name.
@@ -31,17 +33,24 @@ def read_inputs(path: str | os.PathLike, model: Any = None) -> np.ndarray | dict
         InvalidInputError: a missing file, another format, or a file numpy or Pillow cannot read.
         MissingDependencyError: an image other than PNG without Pillow installed.
     """
+    from dlkit_runtime.audio import SUFFIXES as SOUNDS
     from dlkit_runtime.images import SUFFIXES
+    from dlkit_runtime.text import text_input
 
+    text = text_input(path, model)  # a text model: the text itself, or a .txt file with one sentence per line
+    if text is not None:
+        return text
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         raise InvalidInputError(f"input file '{path}' does not exist; give a .npy, .npz or image file")
     if suffix in SUFFIXES:
         return _read_image(path, model)
+    if suffix in SOUNDS:
+        return _read_sound(path, model)
     if suffix not in (".npy", ".npz"):
-        raise InvalidInputError(f"input file '{path}' is not .npy, .npz or an image ({', '.join(SUFFIXES)}); save "
-                                "your arrays with np.save or np.savez")
+        raise InvalidInputError(f"input file '{path}' is not .npy, .npz or an image ({', '.join(SUFFIXES)}), nor a "
+                                ".wav; save your arrays with np.save or np.savez")
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -61,6 +70,15 @@ def _read_image(path: Path, model: Any) -> np.ndarray:
         raise InvalidInputError(f"an image ('{path}') can feed only a model with one input; give a .npz keyed by input "
                                 "name")
     return image_input(decode(path, model.inputs[0], model.metadata), model.inputs[0], model.metadata)
+
+
+def _read_sound(path: Path, model: Any) -> np.ndarray:
+    from dlkit_runtime.audio import audio_input
+
+    if model is None or len(model.inputs) != 1:
+        raise InvalidInputError(f"a sound ('{path}') can feed only a model with one input; give a .npz keyed by input "
+                                "name")
+    return audio_input(path, model.inputs[0], model.metadata)
 
 
 def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray], *, force: bool = False) -> Path:

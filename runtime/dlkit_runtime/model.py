@@ -19,6 +19,7 @@ from dlkit_runtime.checks import InputChecker
 from dlkit_runtime.classes import Prediction, output_kind, ranked, top_classes  # noqa: F401 (re-exported)
 from dlkit_runtime.errors import InvalidInputError, ProviderError
 from dlkit_runtime.tensors import from_node_arg
+from dlkit_runtime.text import TextVectorizer
 
 _ort_errors = getattr(ort.capi, "onnxruntime_pybind11_state", None)
 _EPFail = getattr(_ort_errors, "EPFail", RuntimeError)
@@ -31,7 +32,7 @@ _OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_JSON_KEYS = ("labels", "preprocessing", "input_layout", "parity", "output_kinds")
+_JSON_KEYS = ("labels", "preprocessing", "input_layout", "parity", "output_kinds", "text_vectorization", "audio")
 
 
 class Model:
@@ -133,6 +134,8 @@ class Model:
             raise InvalidInputError(f"'{self.path}' is a damaged ONNX file: its metadata is not UTF-8 text ({err.reason} "
                                     "at byte {err.start}); re-save or re-export the model") from err
         self._output_names = [o.name for o in self.outputs]
+        # a text model exported with its Keras TextVectorization: strings in, vectorized here (dlkit_runtime.text)
+        self.vectorizer = TextVectorizer.from_metadata(self.metadata)
         # onnxruntime's public run() re-checks what InputChecker has checked (a few microseconds a call, most of
         # the runtime's cost at batch 1) and prints its provider fallback to stdout; the binding it wraps runs the
         # same graph, so call that, and report a provider failure as ProviderError instead.
@@ -156,7 +159,8 @@ class Model:
         """Runs the model on a batch.
 
         Args:
-            x: an array (a model with one input) or a dict of arrays keyed by input name, batch axis first.
+            x: an array (a model with one input) or a dict of arrays keyed by input name, batch axis first; for a
+                text model (`vectorizer` is not None) also strings: `["some text", ...]`.
             outputs: the output names to compute. Defaults to None: all.
             cast: cast inputs to the model's dtypes even when it loses precision. Defaults to False: only lossless
                 casts (uint8 -> float32) happen.
@@ -169,6 +173,8 @@ class Model:
                 onnxruntime rejects while running (an index out of range, a size a Reshape cannot take).
             ProviderError: the execution provider failed while running.
         """
+        if self.vectorizer is not None:
+            x = self.vectorizer.feed(x)
         feed = self._check(x, cast=cast)
         names = self._output_names if outputs is None else self._check_output_names(outputs)
         try:

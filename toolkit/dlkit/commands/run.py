@@ -13,10 +13,11 @@ from dlkit.core import catalogue
 
 @click.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
+@click.option("-i", "--input", "input_text", required=True, type=click.Path(),
               help="Inputs: .npy (one input) or .npz keyed by input name, batch axis first; or an image (JPEG, PNG, "
                    "BMP, GIF, WebP, TIFF: Pillow; 8-bit PNG without it); or a folder of images, run in batches with "
-                   "one JSON line per file.")
+                   "one JSON line per file; or a .wav for an audio model (its sample rate, padded or cut to its length). "
+                   "For a text model: the text itself, or a .txt file (one sentence a line).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Save all outputs to this .npz file.")
 @click.option("-f", "--force", is_flag=True, help="Replace the --output file if it exists.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Print each sample's top K classes (labels from the metadata).")
@@ -30,7 +31,7 @@ from dlkit.core import catalogue
               help="Compute the outputs on this emulated device, as its own kernels do (see 'dlkit device setup'). "
                    "Emulation is about 100x slower than the device: its timings mean nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, input_path, output, force, top_k, softmax, providers, threads, cast, strict, device, as_json):
+def command(model, input_text, output, force, top_k, softmax, providers, threads, cast, strict, device, as_json):
     """Run MODEL (.onnx) on the arrays in --input and print what it returns.
 
     An image is decoded, resized, laid out and scaled as the model's metadata says (dlkit export --preprocessing).
@@ -45,18 +46,19 @@ def command(model, input_path, output, force, top_k, softmax, providers, threads
     from dlkit_runtime.datafiles import read_inputs, write_outputs
     from dlkit_runtime.errors import InvalidInputError
 
+    input_path = Path(input_text)  # a text model reads the string itself when it is no file: keep it as typed
     if output is not None and any(output.resolve() == p.resolve() for p in (model, input_path)):
         raise InvalidInputError(f"output '{output}' is an input file; choose another path (inputs are never overwritten)")
     if output is not None and output.exists() and not force:
         raise InvalidInputError(f"output '{output}' exists; pass --force to replace it")
 
-    if input_path.is_dir():
+    if input_text and input_path.is_dir():  # "" is Path("."), but for a text model the empty sentence
         _run_folder(model, input_path, output, force, top_k, softmax, providers, threads, cast, strict, device)
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         onnx_model = Model(model, providers=providers, threads=threads, strict=strict)
-        x = read_inputs(input_path, onnx_model)
+        x = read_inputs(input_text, onnx_model)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if isinstance(x, dict) and len(x) == 1 and len(onnx_model.inputs) == 1:

@@ -32,6 +32,7 @@ class ModelSource:
         keras_model: the Keras model, when there is one (a SavedModel has none).
         framework: e.g. "keras 3.15.1 / tensorflow 2.21.0".
         notes: things the user should know (an optional argument left out, ...).
+        text: for a text model, the TextVectorization moved out of the graph (`text_vectorization.TextFront`).
     """
 
     description: str
@@ -40,6 +41,7 @@ class ModelSource:
     keras_model: Any
     framework: str
     notes: tuple[str, ...] = ()
+    text: Any = None
 
 
 def load(

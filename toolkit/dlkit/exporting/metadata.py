@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dlkit.core import metadata
+from dlkit.core import metadata, sessions
 from dlkit.core.tensors import TensorInfo
 from dlkit.errors import InvalidInputError
 from dlkit.exporting.options import ExportPlan
@@ -53,7 +53,29 @@ def _metadata(model: Any, source, parity: Sequence, plan: ExportPlan, inputs: Se
     preprocessing = plan.preprocessing or in_model_preprocessing(source.keras_model)
     if preprocessing:
         meta["dlkit.preprocessing"] = json.dumps(preprocessing)
+    audio = in_model_audio(source.keras_model, sessions.graph_inputs(model))
+    if audio:
+        meta["dlkit.audio"] = json.dumps(audio)
     return meta
+
+
+def in_model_audio(keras_model: Any, graph_inputs: Sequence[TensorInfo]) -> dict[str, int] | None:
+    """`{"sample_rate": 16000, "samples": 16000}` for a one-input model that computes a spectrogram of its raw
+    audio in the model (`keras.layers.MelSpectrogram`, whose config holds the rate; `STFTSpectrogram`, which has
+    none), for the runtime to read a `.wav` for it (dlkit_runtime.audio); the length from the input's fixed shape."""
+    if len(getattr(keras_model, "inputs", None) or []) != 1 or len(graph_inputs) != 1:
+        return None
+    kinds = ("MelSpectrogram", "STFTSpectrogram")
+    layer = next((la for la in keras_model._flatten_layers(include_self=False) if type(la).__name__ in kinds), None)
+    if layer is None:
+        return None
+    audio = {}
+    if type(layer).__name__ == "MelSpectrogram":
+        audio["sample_rate"] = int(layer.sampling_rate)
+    shape = graph_inputs[0].shape
+    if len(shape) >= 2 and isinstance(shape[1], int):
+        audio["samples"] = shape[1]
+    return audio
 
 
 # Keras layers that prepare an image inside the model (the random augmentations are identities at inference)

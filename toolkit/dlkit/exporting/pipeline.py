@@ -97,13 +97,19 @@ def export(
         checked = clean_within_atol(checked, samples, plan)
     release_memory()  # the unsimplified copy and the parity sessions
     stage("writing the file")
-    checked = checked._replace(model=finish_model(checked.model, source, checked.parity, plan, inputs))
-    if source.text is not None:  # a text model: its vectorizer into the metadata, checked from strings to outputs
-        from dlkit.exporting.text_checks import check_strings
-
-        checked = check_strings(checked, source, plan)
+    checked = _finished(checked, source, plan, inputs)
     _files.write_atomic(plan.output, checked.model.SerializeToString())
     return _result(plan, source, samples, checked, report, started)
+
+
+def _finished(checked: Checked, source, plan: ExportPlan, inputs) -> Checked:
+    """The model with dlkit's metadata; a text model's with its vectorizer too, checked from strings to outputs."""
+    checked = checked._replace(model=finish_model(checked.model, source, checked.parity, plan, inputs))
+    if source.text is None:
+        return checked
+    from dlkit.exporting.text_checks import check_strings
+
+    return check_strings(checked, source, plan)
 
 
 def _silent(stage: str) -> None:

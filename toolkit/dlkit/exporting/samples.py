@@ -40,6 +40,8 @@ def reference_run(source, inputs, plan: ExportPlan) -> Samples:
 def _samples(sample_data, inputs, num_samples, source, seed, hints) -> tuple[dict[str, np.ndarray], str]:
     if num_samples < 1:
         raise InvalidInputError(f"num_samples must be >= 1, got {num_samples}")
+    if getattr(source, "text", None) is not None:  # a text model: check sentences, fed as Keras' token ids
+        return source.text.check_feeds(sample_data, num_samples, seed)
     from dlkit.exporting.metadata import in_model_preprocessing
 
     in_model = in_model_preprocessing(source.keras_model) if source.keras_model is not None else None

@@ -6,8 +6,8 @@
 
 INPUT is a .npy (a one-input model), a .npz keyed by input name, or an image: a JPEG or PNG from a camera or phone
 (BMP, GIF, WebP, TIFF too), resized and scaled for the model (Pillow, installed by install.sh for image models;
-without it 8-bit PNG only). The model's sha256 is checked against manifest.json before it is loaded; a modified
-model is refused (exit code 2).
+without it 8-bit PNG only), or a PCM .wav for an audio model (at its sample rate; padded or cut to its length).
+The model's sha256 is checked against manifest.json before it is loaded; a modified model is refused (exit code 2).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bundled dlkit_runtime, whatever else is installed
 
+from dlkit_runtime.audio import SUFFIXES as _SOUNDS  # noqa: E402
 from dlkit_runtime.errors import DlkitError  # noqa: E402
 from dlkit_runtime.images import SUFFIXES as _IMAGES  # noqa: E402
 from dlkit_runtime.manifest import open_model, read_manifest  # noqa: E402
 
-_SUFFIXES = (".npy", ".npz", *_IMAGES)
+_SUFFIXES = (".npy", ".npz", *_IMAGES, *_SOUNDS)
 BATCH = 256  # samples per run for a large input file
 
 
