@@ -2,7 +2,7 @@
 
 Four classes (`bird`, `flower`, `fruit_veg`, `mammal`) of 128x128 RGB JPEGs (Pillow, quality 90):
 
-    data/photos/train/<class>/NNNN.jpg   (500 per class)
+    data/photos/train/<class>/NNNN.jpg   (1000 per class)
     data/photos/test/<class>/NNNN.jpg    (300 per class)
     data/photos/manifest.csv             (file, class, stamp, background of every image)
 
@@ -10,8 +10,8 @@ Objects are the photographic stamps of Debian's `tuxpaint-stamps-default` (GPL-2
 photographs from `mate-backgrounds` (GPL-2+) and `lomiri-wallpapers-16.04` (CC-BY-4.0,
 CC-BY-SA-4.0, CC0-1.0; see data/SOURCE.md). Every stamp appears in both splits: the test images are
 new random composites (their own seeds: other positions, scales, flips, rotations, colour jitter) of
-the same cut-outs, on backgrounds held out from training (`--bg-split photos`, the default: other
-background photographs; `--bg-split regions`: a held-out strip of every photograph). So the test set
+the same cut-outs, on backgrounds held out from training (`--bg-split regions`, the default: a held-out strip
+of every photograph; `--bg-split photos`: other background photographs). So the test set
 measures recognising known objects in new compositions and scenes, not unseen objects.
 
 Everything is drawn from `random.Random` seeded per image, so the same packages (and the same Pillow
@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder holding mate/nature/*.jpg (mate-backgrounds) and the "
                          "lomiri-wallpapers-16.04 JPEGs")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--train-per-class", type=int, default=500)
+    ap.add_argument("--train-per-class", type=int, default=1000)
     ap.add_argument("--test-per-class", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bg-split", choices=("photos", "regions"), default="photos",
+    ap.add_argument("--bg-split", choices=("photos", "regions"), default="regions",
                     help="hold out whole background photos for test (photos) or the last 30%% of "
                          "every photo's long side (regions)")
     ap.add_argument("--list", action="store_true", help="print the stamp/background split and exit")

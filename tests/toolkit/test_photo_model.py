@@ -1,6 +1,6 @@
 """Every stage on the model a Pi user really brings: the reference MobileNetV2 (alpha 0.35, 96 px, Resizing and
 Rescaling inside, raw 0-255 pixels in, logits out) trained on the shipped photo set, fed the shipped JPEG folders
-(sample_models/data/photos: 2,000 training and 1,200 test photos of 4 classes).
+(sample_models/data/photos: 4,000 training and 1,200 test photos of 4 classes).
 
 int8 figures depend on the CPU's kernels, so the int8 tests are marked `int8`; the bounds below hold on any CPU
 family whose int8 kernels add u8 x s8 products exactly (VNNI, ARM) and say why beside each.
@@ -49,7 +49,7 @@ def photo_int8(photo_onnx):
 
 def test_dataset_is_what_the_source_says():
     counts = {split: Counter(p.parent.name for p in (PHOTOS / split).glob("*/*.jpg")) for split in ("train", "test")}
-    assert counts["train"] == {c: 500 for c in ("bird", "flower", "fruit_veg", "mammal")}
+    assert counts["train"] == {c: 1000 for c in ("bird", "flower", "fruit_veg", "mammal")}
     assert sum(counts["test"].values()) == TEST_PHOTOS >= 1000  # the issue's floor for figures that mean something
     assert LABELS.read_text().split() == sorted(counts["test"])
 
@@ -92,7 +92,8 @@ def test_static_int8_of_the_photo_model(photo_int8):
     8-bit activations); on 1,200 photos a paired drop with ~2% of the samples changing class has a standard error
     of about 0.4 points, so 2 points is the loss plus four standard errors. Agreement: the samples whose class
     changes are those within int8's noise (relative output error ~0.04) of a tie; 3% of them would mean a
-    far noisier model. The issue's goal is 99% agreement; this model reaches 98.6% (see the README)."""
+    far noisier model. The acceptance bar itself (verify's defaults, 99% and 1 point) is pinned by the verify test
+    below, on the whole test folder."""
     assert photo_int8.mode == "static" and photo_int8.settings["activation_type"] == "uint8"
     assert photo_int8.nodes_quantized >= 60 and photo_int8.size_after_bytes <= 0.45 * photo_int8.size_before_bytes
     assert photo_int8.accuracy_drop <= 0.02 and photo_int8.top1_agreement >= 0.97
@@ -101,8 +102,8 @@ def test_static_int8_of_the_photo_model(photo_int8):
 
 @pytest.mark.int8
 def test_int8_graph_fuses_every_convolution_without_layout_transposes(photo_int8, tmp_path):
-    """The graph onnxruntime runs: the input's Resize and Rescaling and the first convolution in float (the float
-    stem), then every other Conv a QLinearConv and every residual Add a QLinearAdd, with no layout Transposes
+    """The graph onnxruntime runs: the input's Resize and Rescaling, the first convolution and the first
+    inverted-residual block (depthwise and narrow projection) in float (the float stem), then every other Conv a QLinearConv and every residual Add a QLinearAdd, with no layout Transposes
     between them (int8 activations left 33 Transposes and float islands on x86)."""
     import onnx
     import onnxruntime as ort
@@ -112,21 +113,25 @@ def test_int8_graph_fuses_every_convolution_without_layout_transposes(photo_int8
     options.log_severity_level = 3
     ort.InferenceSession(photo_int8.path, options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
-    assert ops["QLinearConv"] >= 50 and ops["QLinearAdd"] >= 10, ops
-    assert ops["Conv"] <= 1 and ops["Transpose"] <= 3, ops  # the stem, and the layout around it only
+    assert ops["QLinearConv"] >= 49 and ops["QLinearAdd"] >= 10, ops  # 52 convolutions, 3 of them the float stem
+    assert ops["Conv"] <= 3 and ops["Transpose"] <= 3, ops  # the stem's three, and the layout around it only
+    assert any("first inverted-residual block" in step for step in photo_int8.preparation), photo_int8.preparation
     assert any("kept in float" in step and "Resize" in step for step in photo_int8.preparation), photo_int8.preparation
 
 
 @pytest.mark.int8
 def test_verify_on_the_test_folder_gives_numbers(photo_onnx, photo_int8, tmp_path):
-    """verify from Keras on the JPEG folder: the float export agrees with Keras on every photo (ties within float
-    round-off are the only way to differ), the int8 file within the bounds above."""
-    result = dlkit.verify(KERAS, [photo_onnx.path, photo_int8.path], data=PHOTOS / "test", min_agreement=0.97,
-                          max_accuracy_drop=0.02, report=tmp_path / "report.html")
+    """verify from Keras on the JPEG folder with its default thresholds (top-1 agreement >= 99%, accuracy drop
+    <= 1 point): the float export agrees with Keras on every photo (ties within float round-off are the only way to
+    differ), and the default int8 file passes: the issue's acceptance bar. The figure is exact integer arithmetic on
+    a kernel family (VNNI here; the emulated Pis give the same 1,188 of 1,200, tests/arm), so it does not drift
+    from run to run; it has no margin (12 disagreements, the most 99% allows), so a recipe change that costs one
+    more near-tie fails here, which is the point."""
+    result = dlkit.verify(KERAS, [photo_onnx.path, photo_int8.path], data=PHOTOS / "test", report=tmp_path / "r.html")
     floats, ints = (c.outputs[0] for c in result.candidates)
     assert floats.top1_agreement >= 0.999 and abs(floats.accuracy_drop) <= 0.001
-    assert ints.top1_agreement >= 0.97 and ints.accuracy_drop <= 0.02 and result.passed
-    assert 0.6 <= floats.reference_accuracy <= 0.8  # the shipped model: 71-72% on these photos (metrics.json)
+    assert ints.top1_agreement >= 0.99 and ints.accuracy_drop <= 0.01 and result.passed, ints.to_dict()
+    assert 0.75 <= floats.reference_accuracy <= 0.88  # the shipped model: 81.8% on these photos (metrics.json)
 
 
 @pytest.mark.int8

@@ -121,6 +121,8 @@ def _figures(result) -> None:
         click.echo(f"top-1 accuracy: float {result.float_accuracy:.4f}, quantized {result.quantized_accuracy:.4f}, "
                    f"drop {100 * result.accuracy_drop:.2f} points{interval}")
     agreement = "" if result.top1_agreement is None else f", top-1 agreement {result.top1_agreement:.4f}"
+    if agreement and result.float_accuracy is not None and result.accuracy_samples != result.num_samples:
+        agreement += f" (on all {result.accuracy_samples} eval samples, as verify counts it)"
     click.echo(f"\nAgainst the float model on {result.num_samples} samples ({result.check_source}); "
                f"relative output error {result.output_error:.3g}{agreement}:")
     click.echo(_render.table(["output", "max abs error", "mean abs error", "cosine"],

@@ -43,13 +43,14 @@ class Top1:
     Attributes:
         float_accuracy, quantized_accuracy: the share of samples each classifies right. count: the samples.
         interval: the 95% interval of the drop (`core.judging.paired_drop_interval`: both models on the same
-        samples).
+        samples). agreement: the share of samples both models put in the same class.
     """
 
     float_accuracy: float
     quantized_accuracy: float
     count: int
     interval: tuple[float, float]
+    agreement: float = 1.0
 
     @property
     def drop(self) -> float:
@@ -61,7 +62,8 @@ class Top1:
         right_f, right_q = float_classes == labels, classes == labels
         counts = [int(np.sum(a & b)) for a, b in ((right_f, right_q), (right_f, ~right_q), (~right_f, right_q),
                                                    (~right_f, ~right_q))]
-        return cls(float(np.mean(right_f)), float(np.mean(right_q)), len(labels), paired_drop_interval(*counts))
+        return cls(float(np.mean(right_f)), float(np.mean(right_q)), len(labels), paired_drop_interval(*counts),
+                   float(np.mean(float_classes == classes)))
 
 
 def top1_classes(model, evaluation: DataSource, *, batch: int = 256, device=None) -> np.ndarray:

@@ -36,7 +36,8 @@ def judge(measured: Measurement, check: CheckSamples) -> Judgement:
     breaches = []
     agreement = measured.agreement
     if agreement is not None and check.source != "random" and agreement < judging.MIN_AGREEMENT:
-        breaches.append(f"top-1 agreement {agreement:.4f} on {check.count} samples is below {judging.MIN_AGREEMENT:g}")
+        counted = top1.count if top1 is not None else check.count  # all the eval data, or the check samples
+        breaches.append(f"top-1 agreement {agreement:.4f} on {counted} samples is below {judging.MIN_AGREEMENT:g}")
     if top1 is not None and top1.drop > judging.MAX_ACCURACY_DROP:
         breaches.append(f"the accuracy drop {100 * top1.drop:.2f} points is above "
                         f"{100 * judging.MAX_ACCURACY_DROP:g}")

@@ -69,6 +69,8 @@ class FloatReference:
         got = sessions.run(candidate, self.check.feeds, self.check.what, batch=self.eval_batch, device=self.device)
         parity, error, agreement = compare(self.outputs, got)
         top1 = self._accuracy(candidate) if with_accuracy else None
+        if top1 is not None:  # on every labelled eval sample, as verify counts it, not the first 1,000 only
+            agreement = top1.agreement
         limit, metric = bound(self.max_accuracy_drop, self.max_output_error, top1, error)
         return Measurement(candidate, parity, error, agreement, top1, limit, metric,
                            collapse(self.outputs, parity, error))
