@@ -10,18 +10,20 @@ from typing import Any
 from dlkit_runtime.serving.batching import Entry
 from dlkit_runtime.serving.protocol import datatype
 from dlkit_runtime.serving.settings import Settings
+from dlkit_runtime.serving.text_http import advertised_inputs
 
 
 def model_config(entry: Entry, settings: Settings) -> dict[str, Any]:
     """The configuration of a served model. A batching model has `max_batch_size` (the server's max_batch) and
     dims without the batch axis, as Triton lists them; a fixed-batch one has 0 and its whole shape. A dynamic
-    axis is -1; a TYPE_STRING tensor is what the protocol calls BYTES."""
+    axis is -1; a TYPE_STRING tensor is what the protocol calls BYTES (a text model's input: one string per sample,
+    dims [1] reshaped to [])."""
     model, batched = entry.model, entry.batched
     layouts = model.metadata.get("input_layout") if isinstance(model.metadata.get("input_layout"), dict) else {}
     config: dict[str, Any] = {
         "name": entry.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
         "version_policy": {"latest": {"num_versions": 1}}, "max_batch_size": settings.max_batch if batched else 0,
-        "input": [_tensor(t, batched, layouts.get(t.name)) for t in model.inputs],
+        "input": [_tensor(t, batched, layouts.get(t.name)) for t in advertised_inputs(model)],
         "output": [_tensor(t, batched, None) for t in model.outputs],
         "instance_group": [{"name": entry.name, "kind": "KIND_CPU" if model.providers[0] == "cpu" else "KIND_GPU",
                             "count": 1}],

@@ -22,8 +22,9 @@ _STATUS_WORDS = {400: "a malformed request, or one that does not fit the model (
                  401: "no or a wrong `Authorization: Bearer <token>` (the server was started with a token)",
                  404: "no model (or version) by that name here; the error lists the models",
                  405: "another method on this path; `Allow` lists the methods it takes",
-                 413: "the body (or its declared Content-Length) is over the server's --max-body-mb, or its "
-                      "pictures' headers declare more pixels than the server's limit",
+                 413: "the body (or its declared Content-Length) is over the server's --max-body-mb, its "
+                      "pictures' headers declare more pixels than the server's limit, or a string for a text "
+                      "model is over the server's limit per string (64 KiB)",
                  415: "a picture in a format the server cannot read without Pillow (the error names the package)",
                  503: "the model's queue is full (--max-queue); try again after Retry-After seconds"}
 
@@ -128,6 +129,9 @@ def _infer(parameters: list) -> dict:
                "schema": {"type": "integer", "minimum": 1}}
     return {
         "summary": "Run the model on the inputs given; concurrent requests are batched",
+        "description": "Tensors as JSON or binary data. A BYTES input of shape [N] or [N, 1] holds N encoded pictures "
+                       "for a model with one image input, or N UTF-8 strings for a text model's input (the model's "
+                       "metadata lists it as BYTES [-1]), which the server turns into the model's token ids.",
         "parameters": [*parameters, header, classes],
         "requestBody": {"required": True, "content": {_JSON: {"schema": {"$ref": _REF + "InferRequest"}},
                                                       "application/octet-stream": raw, **pictures}},

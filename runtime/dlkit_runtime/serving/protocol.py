@@ -8,7 +8,8 @@ inputs whose `parameters.binary_data_size` says how long they are, in order.
 
 BYTES tensors: a JSON string per element, or in binary data each element's length (4 bytes, little-endian) and then
 its bytes, as Triton writes them. A BYTES input for a numeric input holds one encoded sample (an image: see
-`dlkit_runtime.serving.images_http`) per row, shape [N] or [N, 1]. An output asked for with
+`dlkit_runtime.serving.images_http`; a text model's string: `dlkit_runtime.serving.text_http`) per row, shape [N] or
+[N, 1]. An output asked for with
 `"parameters": {"classification": k}` comes back as its top k classes (Triton's classification extension).
 """
 
@@ -19,7 +20,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -87,8 +88,9 @@ def _datatype(dtype: Any) -> str:
 
 
 def parse(body: bytes, header_length: str | None, inputs: Sequence[TensorInfo], outputs: Sequence[str],
-          max_elements: int) -> Request:
-    """Checks and decodes an infer request for a model with `inputs` and `outputs`.
+          max_elements: int, texts: Collection[str] = ()) -> Request:
+    """Checks and decodes an infer request for a model with `inputs` and `outputs`; the inputs named in `texts` are
+    a text model's, which also take BYTES strings (left as they come, for `dlkit_runtime.serving.text_http`).
 
     Raises:
         RequestError: 400 for anything malformed or not fitting the model, naming the input, the expected and the
@@ -121,7 +123,7 @@ def parse(body: bytes, header_length: str | None, inputs: Sequence[TensorInfo], 
             raise RequestError(400, f"the model has no input '{name}'; its inputs are {sorted(wanted)}")
         if name in feeds:
             raise RequestError(400, f"input '{name}' is given twice")
-        feeds[name], offset = _input(entry, wanted[name], binary, offset, max_elements)
+        feeds[name], offset = _input(entry, wanted[name], binary, offset, max_elements, name in texts)
     missing = [n for n in wanted if n not in feeds]
     if missing:
         raise RequestError(400, f"the request is missing input(s) {missing}; the model takes {sorted(wanted)}")
@@ -195,13 +197,16 @@ def _check_depth(head: bytes) -> None:
             depth -= 1
 
 
-def _input(entry: Mapping[str, Any], info: TensorInfo, binary: memoryview, offset: int,
-           max_elements: int) -> tuple[np.ndarray, int]:
+def _input(entry: Mapping[str, Any], info: TensorInfo, binary: memoryview, offset: int, max_elements: int,
+           text: bool = False) -> tuple[np.ndarray, int]:
     """One input of the request, checked against the model's `info`, and the offset in the binary data after it."""
     name, kind = info.name, entry.get("datatype")
     params = entry.get("parameters") if isinstance(entry.get("parameters"), dict) else {}
     if kind == "BYTES":
-        return _bytes_input(entry, info, params, binary, offset, max_elements)
+        return _bytes_input(entry, info, params, binary, offset, max_elements, text)
+    if text and (kind not in DATATYPES or np.dtype(DATATYPES[kind]) != np.dtype(info.dtype)):
+        raise RequestError(400, f"input '{name}' takes BYTES [N] UTF-8 strings, or {datatype(info.dtype)} "
+                                f"{info.shape_text()} token ids; got {kind!r}")
     shape = _shape(entry, info, max_elements)
     if kind not in DATATYPES:
         raise RequestError(400, f"input '{name}' has datatype {kind!r}; the model wants {datatype(info.dtype)}")
@@ -221,15 +226,17 @@ def _input(entry: Mapping[str, Any], info: TensorInfo, binary: memoryview, offse
 
 
 def _bytes_input(entry: Mapping[str, Any], info: TensorInfo, params: Mapping[str, Any], binary: memoryview,
-                 offset: int, max_elements: int) -> tuple[np.ndarray, int]:
-    """A BYTES input: for a string input, shaped as the model says; for a numeric one, one encoded sample per row."""
+                 offset: int, max_elements: int, text: bool = False) -> tuple[np.ndarray, int]:
+    """A BYTES input: for a string input, shaped as the model says; for a numeric one, one encoded sample per row
+    (a picture, or for a text model's input a string)."""
     name, shape = info.name, entry.get("shape")
     if np.dtype(info.dtype).kind in "OSU":
         shape = _shape(entry, info, max_elements)
     elif not isinstance(shape, list) or len(shape) not in (1, 2) or shape[1:] not in ([], [1]) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise RequestError(400, f"input '{name}' takes {datatype(info.dtype)} {info.shape_text()}, or BYTES of shape "
-                                f"[N] or [N, 1] holding N encoded images; got BYTES shape {shape!r}")
+                                f"[N] or [N, 1] holding N {'UTF-8 strings' if text else 'encoded images'}; got "
+                                f"BYTES shape {shape!r}")
     count = math.prod(shape)
     if count > max_elements:
         raise RequestError(400, f"input '{name}' has {count} elements, more than the server's limit of {max_elements}")
@@ -247,8 +254,8 @@ def _bytes_input(entry: Mapping[str, Any], info: TensorInfo, params: Mapping[str
         data = entry.get("data")
         values = _flat(data) if isinstance(data, list) else None
         if values is None or not all(isinstance(v, str) for v in values):
-            raise RequestError(400, f"input '{name}' needs 'data' as a list of strings (base64 for images) or "
-                                    "binary data")
+            raise RequestError(400, f"input '{name}' needs 'data' as a list of strings ("
+                                    f"{'the texts' if text else 'base64 for images'}) or binary data")
         if len(values) != count:
             raise RequestError(400, f"input '{name}' has {len(values)} strings for shape {list(shape)}")
     array = np.empty(count, dtype=object)

@@ -19,6 +19,8 @@ from dlkit_runtime.serving.metrics import CONTENT_TYPE, Metrics
 from dlkit_runtime.serving.model_config import model_config
 from dlkit_runtime.serving.protocol import Request, RequestError, datatype, dumps, encode, parse
 from dlkit_runtime.serving.settings import Settings
+from dlkit_runtime.serving.text_http import (INLINE_CHARS, advertised_inputs, text_chars, text_feeds,
+                                             text_vectorizers, token_inputs)
 
 
 def infer_handler(entries: dict[str, Entry], recorder: Metrics, settings: Settings):
@@ -81,14 +83,21 @@ def infer_handler(entries: dict[str, Entry], recorder: Metrics, settings: Settin
 async def _request(entry: Entry, body: bytes, length: str | None, kind: str | None, query: bytes,
                    settings: Settings) -> tuple[dict, Request]:
     """The request's feeds, ready to run, and the request: JSON or binary tensors, or one picture as the body (an
-    image/* Content-Type); encoded pictures are decoded in a thread, after their limits are checked."""
+    image/* Content-Type). A text model's strings become its token ids (in a thread when there is much text);
+    encoded pictures are decoded in a thread, after their limits are checked."""
     model = entry.model
-    outputs = [o.name for o in model.outputs]
+    outputs, texts = [o.name for o in model.outputs], text_vectorizers(model)
     if kind is not None and kind.startswith("image/"):
         parsed = image_request(body, kind, query, model.inputs, outputs)
     else:
-        parsed = parse(body, length, model.inputs, outputs, settings.max_elements)
+        parsed = parse(body, length, model.inputs, outputs, settings.max_elements, texts)
     feeds = parsed.inputs
+    if texts and any(v.dtype == object for v in feeds.values()):  # strings for a text model: its token ids
+        if text_chars(feeds, texts) <= INLINE_CHARS:
+            feeds = text_feeds(feeds, texts, settings.max_text_bytes)
+        else:
+            feeds = await asyncio.get_running_loop().run_in_executor(
+                None, text_feeds, feeds, texts, settings.max_text_bytes)
     if any(v.dtype == object for v in feeds.values()):
         feeds = await asyncio.get_running_loop().run_in_executor(
             None, image_feeds, dict(feeds), model.inputs, model.metadata, settings.max_image_pixels,
@@ -144,8 +153,10 @@ def starlette_routes(entries: dict[str, Entry], recorder: Metrics, settings: Set
         model = entry.model
         params = {"labels": list(model.labels) if model.labels else None, "batching": entry.batched,
                   "providers": list(model.providers)}
+        if text_vectorizers(model):  # strings in; their token ids, sent as numbers, work too
+            params["token_ids"] = token_inputs(model)
         return JSONResponse({"name": entry.name, "versions": ["1"], "platform": "onnxruntime_onnx",
-                             "inputs": _described(model.inputs), "outputs": _described(model.outputs),
+                             "inputs": _described(advertised_inputs(model)), "outputs": _described(model.outputs),
                              "parameters": params})
 
     async def model_ready(request):

@@ -16,7 +16,8 @@ class Settings:
     waiting per model before 503. max_body_mb: the largest request body. max_elements: per input tensor.
     max_image_pixels: the pixels of a request's encoded images together (read from their headers: 413 before any
     decoding). token: the bearer token every request but the health probes must carry. tls_cert, tls_key: PEM files
-    of the certificate (its chain after it) and its private key: HTTPS only."""
+    of the certificate (its chain after it) and its private key: HTTPS only. max_text_bytes: the UTF-8 bytes of each
+    string a text model's input holds (413 above it)."""
 
     max_batch: int = 32
     max_delay_ms: float = 2.0
@@ -27,3 +28,4 @@ class Settings:
     token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    max_text_bytes: int = 64 * 1024

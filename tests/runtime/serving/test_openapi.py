@@ -2,7 +2,7 @@
 documented path answers; schemathesis then sends each operation its examples, the coverage phase's edge cases (wrong
 methods, missing and malformed parts) and fuzzed requests, and checks every answer: never a 5xx, a documented status,
 the documented content type and body, 405 with Allow, 401 without the token, 4xx for what the description forbids.
-The server is a real `dlkit serve` with a token and two tiny models."""
+The server is a real `dlkit serve` with a token and three tiny models, one of them a text model (strings in)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from dlkit_runtime.serving.openapi import description
 from tests.runtime.serving.launch import dlkit_serve, serving
+from tests.runtime.serving.text_models import text_model
 
 schemathesis = pytest.importorskip("schemathesis", reason="the protocol fuzz needs schemathesis (the dev extra)")
 
@@ -28,8 +29,9 @@ EXAMPLES = 12  # fuzzed requests per operation, besides its examples and the cov
 
 
 @pytest.fixture(scope="module")
-def served(tiny_onnx, two_input_onnx):
-    with serving(dlkit_serve(tiny_onnx, two_input_onnx, "--token", TOKEN, "--max-body-mb", "1")) as server:
+def served(tiny_onnx, two_input_onnx, tmp_path_factory):
+    text = text_model(tmp_path_factory.mktemp("fuzz_text") / "text.onnx")
+    with serving(dlkit_serve(tiny_onnx, two_input_onnx, text, "--token", TOKEN, "--max-body-mb", "1")) as server:
         yield server
     assert "Traceback" not in server.said, server.said[-3000:]
 
@@ -47,7 +49,7 @@ def test_every_documented_path_answers_as_described(served):
     status, _, body = _get(served.url + "/v2/openapi.json", AUTH)
     document = json.loads(body)
     assert status == 200 and document == DOCUMENT  # what the fuzz below reads: its models' names, and the token
-    assert document["paths"]["/v2/models/{name}"]["get"]["parameters"][0]["schema"]["enum"] == ["tiny", "two"]
+    assert document["paths"]["/v2/models/{name}"]["get"]["parameters"][0]["schema"]["enum"] == ["text", "tiny", "two"]
     assert _get(served.url + "/v2/openapi.json")[0] == 401  # behind the token like the rest
     gets = [p for p, item in document["paths"].items() if "get" in item]
     assert len(gets) == 11, gets  # server, health x2, openapi, metrics; metadata, ready, config, with/without version
@@ -63,13 +65,15 @@ def test_every_documented_path_answers_as_described(served):
 # The description the server sends for these two models and a token (the first test checks it is the one sent),
 # read at import: schemathesis.pytest.from_fixture, which would fetch it from the running server, reads
 # request.node._nodeid, which pytest 9 no longer has
-DOCUMENT = description(["tiny", "two"], token=True)
+DOCUMENT = description(["tiny", "two", "text"], token=True)
 # and requests that fit the models, as examples: random ones almost never do, and the 200s must be checked too
 EXAMPLES_BY_MODEL = {
     "tiny": {"inputs": [{"name": "pixels", "shape": [2, 28, 28, 1], "datatype": "FP32", "data": [0.5] * 1568}]},
     "two": {"id": "r1", "inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 2, 3]},
                                    {"name": "b", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]}],
             "outputs": [{"name": "sum", "parameters": {"binary_data": False}}]},
+    "text": {"inputs": [{"name": "line", "shape": [2], "datatype": "BYTES",
+                         "data": ["Before we proceed any further, hear me speak.", "Été — naïve «quoth» 🙂"]}]},
 }
 FUZZED = copy.deepcopy(DOCUMENT)
 for _path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
