@@ -35,10 +35,14 @@ from dlkit.errors import InvalidInputError
 @click.option("--no-simplify", is_flag=True, help="Skip graph cleanup (onnxslim and dlkit's folds).")
 @click.option("--generic-rnn", is_flag=True, help="Keep GRU/LSTM as tf2onnx's generic Loop instead of native ops.")
 @click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers' code to load. Only for files you trust.")
+@click.option("--with-decoding/--no-decoding", "with_decoding", default=None,
+              help="For an object detector (KerasHub's RetinaNet): put its box decoding and NonMaxSuppression in the "
+                   "graph, giving boxes, scores, classes and num_detections as predict() does. [default: on for "
+                   "detectors, whose raw heads need the anchors and decoder of Python; --no-decoding: the raw heads]")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, output, opset, atol, rtol, sample_data, num_samples, input_specs, batch_size, rename, labels,
-            preprocessing, custom_objects, no_simplify, generic_rnn, no_safe_mode, force, as_json):
+            preprocessing, custom_objects, no_simplify, generic_rnn, no_safe_mode, with_decoding, force, as_json):
     """Export MODEL (.keras, .h5 or a SavedModel folder) to ONNX.
 
     The export is run by Keras and onnxruntime on the same inputs; if any output element differs by more than
@@ -51,6 +55,7 @@ def command(model, output, opset, atol, rtol, sample_data, num_samples, input_sp
         input_specs=input_specs, batch_size=batch_size, rename=rename, labels=labels,
         preprocessing=_json_option(preprocessing), simplify=not no_simplify, native_rnn=not generic_rnn,
         safe_mode=not no_safe_mode, custom_objects=load_custom_objects(custom_objects), force=force,
+        with_decoding=with_decoding,
         stage=None if as_json else _render.status_line("export"),
     )
     if as_json:

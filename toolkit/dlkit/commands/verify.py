@@ -95,6 +95,9 @@ def _print(result) -> None:
                      if o.reference_accuracy is not None), None)
     if accuracy is not None:
         click.echo(f"reference accuracy {_pct(accuracy)}")
+    for c in result.candidates:
+        for task in c.tasks:
+            click.echo(f"{Path(c.path).name}{'' if c.judged else ' *'}: {task.summary}")
     if result.decoding is not None:
         click.echo(f"decoding: {result.decoding.summary}")
     host = result.host_cpu

@@ -42,6 +42,7 @@ class ExportPlan:
     safe_mode: bool
     custom_objects: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    with_decoding: bool | None = None
 
     @property
     def chunk(self) -> int:

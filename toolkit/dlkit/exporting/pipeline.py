@@ -40,6 +40,7 @@ def export(
     custom_objects: Mapping[str, Any] | None = None,
     force: bool = False,
     seed: int = 0,
+    with_decoding: bool | None = None,
     stage: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Exports a Keras model to ONNX and checks it against Keras before keeping the file.
@@ -64,6 +65,7 @@ def export(
         custom_objects: classes a Keras file needs, by name.
         force: overwrite an existing output file. Defaults to False.
         seed: seed of the random samples.
+        with_decoding: a detector's decoding and NonMaxSuppression in the graph. Defaults to None: on for detectors.
         stage: called with each stage's name as it starts ("converting with tf2onnx ..."). Defaults to None.
 
     Returns:
@@ -83,18 +85,16 @@ def export(
     plan = plan_export(model, output, force=force, opset=opset, atol=atol, rtol=rtol, input_specs=input_specs, rename=rename,
                        labels=labels, sample_data=sample_data, batch_size=batch_size, num_samples=num_samples,
                        preprocessing=preprocessing, simplify=simplify, native_rnn=native_rnn, safe_mode=safe_mode,
-                       custom_objects=custom_objects, seed=seed)
+                       custom_objects=custom_objects, seed=seed, with_decoding=with_decoding)
     stage = stage or _silent
     stage("loading the Keras model")
     source = _load(model, plan)
-    inputs = plan.inputs_of(source)
+    inputs, decodes = plan.inputs_of(source), _decodes(source, plan)
     stage("running Keras on the check samples")
     samples = reference_run(source, inputs, plan)
     stage("converting with tf2onnx and checking parity")
     checked, report = _converted(source, inputs, samples, plan)
-    if plan.simplify:
-        stage("cleaning the graph (each step kept only within tolerance)")
-        checked = clean_within_atol(checked, samples, plan)
+    checked = _cleaned(checked, source, samples, plan, stage, decodes)
     release_memory()  # the unsimplified copy and the parity sessions
     stage("writing the file")
     checked = _finished(checked, source, plan, inputs)
@@ -110,6 +110,36 @@ def _finished(checked: Checked, source, plan: ExportPlan, inputs) -> Checked:
     from dlkit.exporting.text_checks import check_strings
 
     return check_strings(checked, source, plan)
+
+
+def _decodes(source, plan: ExportPlan) -> bool:
+    """Whether the detector's decoding goes in the graph: as asked, else for a KerasHub detector.
+
+    Raises:
+        InvalidInputError: decoding asked of a model that is not a detector, or that dlkit cannot decode.
+    """
+    if plan.with_decoding is False:
+        return False
+    from dlkit.exporting.detection import is_detector, spec_of
+
+    if plan.with_decoding is None and not (source.keras_model is not None and is_detector(source.keras_model)):
+        return False
+    spec_of(source, plan.inputs_of(source), plan.renames)  # before the conversion: the size, format and decoder
+    return True
+
+
+def _cleaned(checked: Checked, source, samples: Samples, plan: ExportPlan, stage, decodes: bool) -> Checked:
+    """The checked model cleaned (when `plan.simplify`), then, for a detector, with its decoding appended
+    (`exporting.detection`) and checked against Keras' predict()."""
+    if plan.simplify:
+        stage("cleaning the graph (each step kept only within tolerance)")
+        checked = clean_within_atol(checked, samples, plan)
+    if not decodes:
+        return checked
+    from dlkit.exporting.detection import decode_and_check
+
+    stage("adding the box decoding and NonMaxSuppression, checked against Keras' predict()")
+    return decode_and_check(checked, source, samples, plan)
 
 
 def _silent(stage: str) -> None:

@@ -62,16 +62,19 @@ def output_roles(expected: Mapping[str, np.ndarray], probe_count: int, source, r
 
 
 def measure(rows: Sequence[Run], source, run_reference: Callable[[dict], dict], roles: OutputRoles,
-            settings: VerifySettings) -> tuple[list[dict[str, RunningFigures]], int]:
-    """Runs the reference and every row on all samples; the running figures per row, and the samples done."""
+            settings: VerifySettings, tasks: Sequence[list] = ()) -> tuple[list[dict[str, RunningFigures]], int]:
+    """Runs the reference and every row on all samples; the running figures per row, and the samples done.
+    `tasks`: per row, the `task_figures` accumulators (detections, segmentation maps, embeddings) to update."""
     stats = [roles.running_figures() for _ in rows]
     done = 0
     for batch in source.batches(settings.batch_size):
         ref = run_reference(batch)
         count = len(next(iter(batch.values())))
         labels = source.labels[done:done + count] if source.labels is not None else None
-        for row, per_output in zip(rows, stats):
+        for index, (row, per_output) in enumerate(zip(rows, stats)):
             got = sessions_.predict(row.model, batch, settings.deploy_batch_size if row.precision.dynamic else None)
+            for task in (tasks[index] if tasks else ()):
+                task.update(ref, got)
             for name, stat in per_output.items():
                 if name in roles.batched:
                     stat.update(ref[name], got[name], done, batch, labels)
@@ -84,28 +87,32 @@ def measure(rows: Sequence[Run], source, run_reference: Callable[[dict], dict], 
 
 
 def candidate_results(rows: Sequence[Run], stats, done: int, limits: Mapping[str, float | None],
-                      settings: VerifySettings, reference: Any, sqnr_feeds: dict) -> tuple[tuple[CandidateResult, ...],
-                                                                                          tuple[str, ...]]:
+                      settings: VerifySettings, reference: Any, sqnr_feeds: dict,
+                      tasks: Sequence[list] = ()) -> tuple[tuple[CandidateResult, ...], tuple[str, ...]]:
     """One `CandidateResult` per row (judged rows checked against `limits`), and notes on what was skipped."""
     notes: list[str] = []
     results = []
     ranked: dict[Path, tuple[NodeError, ...]] = {}
-    for row, per_output in zip(rows, stats):
+    for index, (row, per_output) in enumerate(zip(rows, stats)):
         outputs = tuple(s.figures() for s in per_output.values())
         if row.path not in ranked:  # per-node SQNR is a property of the file: ranked once, on this host
             ranked[row.path] = quantized_nodes(row.path, row.precision, reference, settings.paths, sqnr_feeds, notes)
-        results.append(_candidate(row, outputs, ranked[row.path], limits, settings, done))
+        figures = tuple(t.figures() for t in tasks[index]) if tasks else ()
+        results.append(_candidate(row, outputs, ranked[row.path], limits, settings, done, figures))
     return tuple(results), tuple(notes)
 
 
-def _candidate(row: Run, outputs, nodes, limits, settings: VerifySettings, done: int) -> CandidateResult:
+def _candidate(row: Run, outputs, nodes, limits, settings: VerifySettings, done: int, tasks=()) -> CandidateResult:
+    from dlkit.verification.task_figures import judge
+
     info = row.precision
     kernels = cpu.CpuKind.from_dict(row.computed_on["cpu"])
     warning = targets.mismatch(info.target, info.settings, kernels) if info.kind == "int8" else None
-    return CandidateResult(str(row.path), info.kind, outputs, nodes,
-                           _breaches(str(row.path), outputs, limits) if row.judged else (), info.dynamic,
+    breaches = _breaches(str(row.path), outputs, limits) + tuple(
+        Breach(str(row.path), t.output, *b) for t in tasks for b in judge(t, limits["min_agreement"]))
+    return CandidateResult(str(row.path), info.kind, outputs, nodes, breaches if row.judged else (), info.dynamic,
                            info.target, min(settings.deploy_batch_size if info.dynamic else settings.batch_size, done),
-                           warning, row.computed_on, row.judged)
+                           warning, row.computed_on, row.judged, tasks)
 
 
 def _classifiers(expected: Mapping[str, np.ndarray], batched, regression: Sequence[str]) -> list[str]:

@@ -118,21 +118,27 @@ def _emulator(stack: contextlib.ExitStack, device: str | None):
 
 
 def _verify(reference: Any, settings: VerifySettings, opened: Candidates, emulator, started: float) -> VerifyResult:
-    ref_name, run_reference = reference_runner(reference, opened.inputs, settings.safe_mode, settings.custom_objects)
+    from dlkit.verification.task_figures import task_plan
+
+    metadata = opened.hosted[0].metadata
+    plan = task_plan(metadata, [o.name for o in opened.hosted[0].outputs])
+    ref_name, run_reference = reference_runner(reference, opened.inputs, settings.safe_mode, settings.custom_objects,
+                                               decoded=plan.detection is not None)
     source, data_name = open_samples(settings, opened.inputs, opened.hosted[0].metadata)
     rows = candidate_runs(settings.paths, opened, emulator, settings.also_host)
 
     probe = next(source.batches(2))  # names and shapes before any heavy work
     expected = run_reference(probe)
     check_outputs(rows, probe, expected)
-    roles = output_roles(expected, len(next(iter(probe.values()))), source, settings.regression_outputs,
-                         opened.hosted[0].labels)
-    stats, done = measure(rows, source, run_reference, roles, settings)
+    roles = output_roles(expected, len(next(iter(probe.values()))), source,
+                         (*settings.regression_outputs, *plan.outputs), opened.hosted[0].labels)
+    tasks = [plan.running() for _ in rows]
+    stats, done = measure(rows, source, run_reference, roles, settings, tasks)
 
     decoding = _decoding(reference, source, opened, run_reference, roles, settings)
     limits = settings.limits(roles.labelled)
     sqnr_feeds = probe if source.count < _SQNR_SAMPLES else source.take(0, _SQNR_SAMPLES)
-    results, notes = candidate_results(rows, stats, done, limits, settings, reference, sqnr_feeds)
+    results, notes = candidate_results(rows, stats, done, limits, settings, reference, sqnr_feeds, tasks)
     result = VerifyResult(ref_name, data_name, done, opened.inputs, results, limits, roles.class_names,
                           None if settings.report is None else str(settings.report), notes,
                           round(time.perf_counter() - started, 3), cpu.host().to_dict(),

@@ -72,6 +72,8 @@ def render(result: VerifyResult) -> str:
         parts.append("<ul class='breaches'>" + "".join(f"<li>{escape(b.message)}</li>" for b in result.breaches)
                      + "</ul>")
     parts.append("<h2>Figures</h2>" + _table(result))
+    if any(c.tasks for c in result.candidates):
+        parts.append(_tasks(result))
     for candidate in result.candidates:
         parts.append(_candidate(result, candidate))
     if result.decoding is not None:
@@ -107,6 +109,15 @@ def _decoding(check) -> str:
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
     return (f"<h2>Decoding</h2><div class='meta'>dlkit's pixels (Pillow) against TensorFlow's "
             f"({escape(check.pipeline)}), the pixels a Keras model is trained on</div><table>{body}</table>")
+
+
+def _tasks(result: VerifyResult) -> str:
+    """Detections, segmentation maps and embeddings: one line of figures per candidate and task."""
+    rows = "".join(f"<tr><td>{escape(Path(c.path).name)}</td><td>{escape(c.where)}</td><td>{escape(t.summary)}</td></tr>"
+                   for c in result.candidates for t in c.tasks)
+    return ("<h2>Detections, segmentation maps, embeddings</h2><div class='meta'>the candidate's outputs against the "
+            "reference's, by what each output is (recorded at export)</div><table><tr><th>candidate</th>"
+            f"<th>computed on</th><th>figures</th></tr>{rows}</table>")
 
 
 def _table(result: VerifyResult) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from dlkit.core.agreement import OutputFigures
 from dlkit.verification.candidates import NodeError
 from dlkit.verification.decoding import DecodingCheck
+from dlkit.verification.task_figures import TaskFigures
 from dlkit.core.tensors import TensorInfo
 
 
@@ -30,7 +31,7 @@ class Breach:
 
     @property
     def message(self) -> str:
-        word = "below" if self.figure == "top1_agreement" else "above"
+        word = "below" if self.figure in ("top1_agreement", "precision", "recall", "pixel_agreement") else "above"
         return (f"{Path(self.candidate).name} output '{self.output}': {self.figure} {self.value:.6g} is {word} "
                 f"the limit {self.limit:g} by {abs(self.value - self.limit):.4g}")
 
@@ -42,7 +43,8 @@ class Breach:
 class CandidateResult:
     """One candidate's figures. kind: "float", "int8" or "fp16"; dynamic: int8 with per-batch scales.
     nodes: its least accurate quantized nodes. target: the int8 target it was quantized for (dlkit's metadata).
-    batch_size: the batch it ran in. warning: why its figures are not the target's, if they are not."""
+    batch_size: the batch it ran in. warning: why its figures are not the target's, if they are not.
+    tasks: figures of the outputs that are not class scores (detections, segmentation maps, embeddings)."""
 
     path: str
     kind: str
@@ -55,6 +57,7 @@ class CandidateResult:
     warning: str | None = None
     computed_on: Mapping[str, Any] = field(default_factory=dict)
     judged: bool = True
+    tasks: tuple[TaskFigures, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -73,7 +76,7 @@ class CandidateResult:
                 "batch_size": self.batch_size, "warning": self.warning, "passed": self.passed,
                 "computed_on": dict(self.computed_on), "where": self.where, "judged": self.judged,
                 "outputs": [o.to_dict() for o in self.outputs], "nodes": [n.to_dict() for n in self.nodes],
-                "breaches": [b.to_dict() for b in self.breaches]}
+                "breaches": [b.to_dict() for b in self.breaches], "tasks": [t.to_dict() for t in self.tasks]}
 
 
 @dataclass(frozen=True)

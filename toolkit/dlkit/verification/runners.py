@@ -77,8 +77,11 @@ def host_onnxruntime(candidates: Candidates) -> dict:
                                                                      for p in m.providers})}
 
 
-def reference_runner(model: Any, inputs, safe_mode, custom_objects) -> tuple[str, Callable[[dict], dict]]:
-    """A name for the reference and a function from a feed dict to named numpy outputs."""
+def reference_runner(model: Any, inputs, safe_mode, custom_objects,
+                     decoded: bool = False) -> tuple[str, Callable[[dict], dict]]:
+    """A name for the reference and a function from a feed dict to named numpy outputs. `decoded`: the candidates
+    hold a detector's decoding (`dlkit export --with-decoding`), so a Keras detector gives its predict()'s detections
+    under the candidates' names rather than its raw heads."""
     if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ".onnx":
         from dlkit_runtime import Model
 
@@ -94,7 +97,11 @@ def reference_runner(model: Any, inputs, safe_mode, custom_objects) -> tuple[str
                                  f" the candidates take {[i.name for i in inputs]}; export with --rename to match")
     import tensorflow as tf
 
+    from dlkit.exporting.detection import is_detector, keras_detections
+
     def run(batch: dict) -> dict:
+        if decoded and is_detector(source.keras_model):
+            return keras_detections(source.keras_model, batch[source.inputs[0].name])
         out = source.call(*[tf.constant(batch[i.name]) for i in source.inputs])
         return {k: np.asarray(v) for k, v in out.items()}
 
