@@ -9,8 +9,12 @@ image input, and its outputs on 4 random images (pixels uniform in 0-255) are wi
 the outputs' scale (max |logit|, at least 1). dlkit is given that bound as its atol and the same images as its
 sample data: it checks them itself before it keeps a file.
 
-    python bench/export_coverage.py                  # all families, all tools (about 45 minutes)
+    python bench/export_coverage.py                  # all families, all tools (about 55 minutes)
     python bench/export_coverage.py --tools dlkit    # dlkit only
+    python bench/export_coverage.py --section kerashub   # KerasHub only (about 10 minutes), the rest kept
+
+The KerasHub section (bench/export_coverage_kerashub.py) runs small models of each KerasHub family with random
+weights (bench/kerashub_families.py), judged the same way on each of their outputs.
 
 tests/toolkit/exporting/test_export_coverage.py runs `measure("dlkit", ...)` for every family.
 """
@@ -115,50 +119,90 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--section", choices=("all", "applications", "kerashub"), default="all",
+                        help="which section to run; the other keeps its last results")
+    parser.add_argument("--kerashub-families", default=None, help="comma-separated; default: all")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     tools, families = args.tools.split(","), args.families.split(",")
-    rows = []
+    previous = args.out / "export_coverage.json"
+    result = json.loads(previous.read_text()) if previous.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for family in families:
-            source = _build(family, folder)
-            row = {"family": family, "model": FAMILIES[family][0], "input": FAMILIES[family][1]}
-            for tool in tools:  # one tool after another on the same file, each in a fresh process
-                row[tool] = measure(tool, family, folder, source)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    from dlkit_runtime import cpu
-
-    result = {"date": time.strftime("%Y-%m-%d"), "host_cpu": cpu.host().to_dict(), "atol": ATOL, "rows": rows}
+        if args.section in ("all", "applications"):
+            result.update(_applications(tools, families, Path(tmp)))
+        if args.section in ("all", "kerashub"):
+            result["kerashub"] = _kerashub(tools, args.kerashub_families, Path(tmp), result.get("kerashub"))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export_coverage.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "export_coverage.md").write_text(markdown(result, tools))
+    for name, text in (("export_coverage.json", json.dumps(result, indent=2) + "\n"),
+                       ("export_coverage.md", markdown(result, tools))):
+        part = args.out / f".{name}.part"
+        part.write_text(text)
+        part.replace(args.out / name)
     print(markdown(result, tools))
 
 
-def markdown(result: dict, tools) -> str:
-    """The table of a run's result (bench/results/export_coverage.json)."""
-    import re
+def _kerashub(tools, families: str | None, folder: Path, previous: dict | None) -> dict:
+    import keras_hub
 
+    sys.path.insert(0, str(ROOT))  # `bench` as a package, as the tests import it
+    from bench import export_coverage_kerashub
+    from bench.kerashub_families import FAMILIES as HUB
+
+    chosen = families.split(",") if families else list(HUB)
+    fresh = {row["family"]: row for row in export_coverage_kerashub.run(tools, chosen, folder, ATOL)}
+    kept = [row for row in (previous or {}).get("rows", []) if row["family"] not in fresh] if families else []
+    order = list(HUB)  # a partial run replaces its families' rows and keeps the others
+    rows = sorted(kept + list(fresh.values()), key=lambda row: order.index(row["family"]) if row["family"] in order
+                  else len(order))
+    return {"date": time.strftime("%Y-%m-%d"), "keras_hub": keras_hub.__version__, "rows": rows}
+
+
+def _applications(tools, families, folder: Path) -> dict:
+    rows = []
+    for family in families:
+        source = _build(family, folder)
+        row = {"family": family, "model": FAMILIES[family][0], "input": FAMILIES[family][1]}
+        for tool in tools:  # one tool after another on the same file, each in a fresh process
+            row[tool] = measure(tool, family, folder, source)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    from dlkit_runtime import cpu
+
+    return {"date": time.strftime("%Y-%m-%d"), "host_cpu": cpu.host().to_dict(), "atol": ATOL, "rows": rows}
+
+
+def markdown(result: dict, tools) -> str:
+    """The tables of a run's result (bench/results/export_coverage.json)."""
     from dlkit_runtime.cpu import CpuKind
 
     where = CpuKind.from_dict(result["host_cpu"]).description
     lines = [f"## `export_coverage.py` ({result['date']}; {where})", "",
              "| family | model (input) | " + " | ".join(tools) + " |", "| --- | --- |" + " --- |" * len(tools)]
     for row in result["rows"]:
-        cells = []
-        for tool in tools:
-            r = row[tool]
-            why = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : Load model from \S+ failed: ?", "",
-                         r.get("error", "?"))  # onnxruntime's preamble and the temporary path
-            cells.append(f"ok, {r['seconds']} s, {r['peak_mb']} MB" if r["ok"] else f"failed: {why[:90]}")
+        cells = [_cell(row[tool]) for tool in tools]
         lines.append(f"| {row['family']} | {row['model']} ({row['input']}) | " + " | ".join(cells) + " |")
     ok = {tool: sum(row[tool]["ok"] for row in result["rows"]) for tool in tools}
     lines += ["", "Exported with parity: " + ", ".join(f"{tool} {n}/{len(result['rows'])}" for tool, n in ok.items()),
               "", "Seconds from the loaded model to the file (dlkit's include its two parity checks in onnxruntime "
-              "and the graph cleanup); peak resident memory of the whole process, TensorFlow's import included."]
-    return "\n".join(lines) + "\n"
+              "and the graph cleanup); peak resident memory of the whole process, TensorFlow's import included.", ""]
+    if "kerashub" in result:
+        sys.path.insert(0, str(ROOT))
+        from bench import export_coverage_kerashub
+
+        lines += export_coverage_kerashub.markdown(result["kerashub"], tools, _cell)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _cell(r: dict) -> str:
+    """One tool's result as a table cell: its time and memory, or why it failed (onnxruntime's preamble and the
+    temporary path left out)."""
+    import re
+
+    if r["ok"]:
+        return f"ok, {r['seconds']} s, {r['peak_mb']} MB"
+    why = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", r.get("error", "?"))
+    why = re.sub(r"Load model from \S+ failed: ?", "", why)
+    return f"failed: {why[:90]}".replace("|", "/")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@
    `keras.ops.stft`, under `keras.layers.MelSpectrogram`, reads the real and imaginary parts apart: such an `RFFT`
    becomes one `MatMul` with a constant real-DFT matrix, and `Real` / `Imag` / `ComplexAbs` slices of it
    (`spectral`). Delete it when tf2onnx converts them for any rank.
+7. tf2onnx's optimizer merges `Reshape(Reshape(x, s1), s2)` into `Reshape(x, s2)` even where `s2` holds a `0`, which
+   in ONNX copies an axis of the Reshape's input and so, after the merge, of `x` (its own `ReshapeOptimizer` writes
+   such `0`s). KerasHub's MiT / SegFormer attention with one head became a graph onnxruntime refused ("cannot
+   broadcast on dim 0"). Such pairs stay apart (`reshapes`); delete it when tf2onnx checks for the `0`s.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from dlkit.exporting._tf2onnx_compat import spectral
+from dlkit.exporting._tf2onnx_compat.reshapes import safe_reshape_merging
 from dlkit.exporting._tf2onnx_compat.recurrent import (PLACEHOLDERS, RecurrentReport, recurrent_layers,
                                                        RecurrentPlan, unused_rnn_outputs, native_recurrent_layers,
                                                        recurrent_handler)
@@ -70,6 +75,7 @@ def convert(
             for layer in recurrent_layers(keras_model):
                 report.generic[layer.name] = "native recurrent export turned off"
         stack.enter_context(plain_grouped_convolutions())
+        stack.enter_context(safe_reshape_merging())
         stack.enter_context(collected_tf2onnx_passes())  # its garbage copies of the weights, freed
         traced = tf.function(fn, input_signature=specs, autograph=False)
         handler = recurrent_handler(plans)
