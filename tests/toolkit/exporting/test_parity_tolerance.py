@@ -41,9 +41,10 @@ def test_an_image_folder_is_sample_data(tmp_path):
 
 
 def test_a_one_percent_weight_change_still_fails(photo_export):
-    """A conversion bug, simulated: the classifier's largest weight 1% off. Its logit moves by 1% of that weight's
-    product with a pooled feature (0-6 after ReLU6): ~1e-2 on logits of O(1-10), where the tolerance is
-    1e-4 + 1e-4 x |logit| ~ 1e-3. The faithful file is within tolerance on the same pixels."""
+    """A conversion bug, simulated: the first convolution's largest weight 1% off. Every pixel position it reads
+    feeds the whole network, so the logits move by far more than the tolerance (1e-4 + 1e-4 x |logit|, ~3e-4 on
+    logits of O(1)). (The classifier's largest weight is a poor probe on random pixels: their pooled features are
+    small, and 1% of that product is about the tolerance itself.) The faithful file is within tolerance."""
     import keras
     import onnx
     import onnxruntime as ort
@@ -57,7 +58,7 @@ def test_a_one_percent_weight_change_still_fails(photo_export):
         return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
 
     assert within_tolerance(reference, logits(model), 1e-4, 1e-4) <= 1
-    head = next(n for n in reversed(model.graph.node) if n.op_type in ("MatMul", "Gemm"))
+    head = next(n for n in model.graph.node if n.op_type == "Conv")
     weight = next(i for i in model.graph.initializer if i.name == head.input[1])
     values = numpy_helper.to_array(weight).copy()
     values.flat[np.argmax(np.abs(values))] *= 1.01

@@ -120,6 +120,11 @@ def _load_keras_file(path: Path, *, safe_mode: bool, custom_objects: dict | None
             ) from err
         if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
             name = text.split("'")[1] if text.count("'") >= 2 else "a custom class"
+            if path.suffix.lower() != ".keras" and _is_keras_op(name):
+                raise InvalidInputError(
+                    f"'{path}' uses keras.ops '{name}' outside a layer, which Keras cannot load back from the "
+                    "legacy .h5 format; save the model as .keras (model.save('model.keras'))"
+                ) from err
             raise InvalidInputError(
                 f"'{path}' uses {name}, which is not registered; pass --custom-objects FILE.py "
                 "(a module that defines it with @keras.saving.register_keras_serializable)"
@@ -128,6 +133,13 @@ def _load_keras_file(path: Path, *, safe_mode: bool, custom_objects: dict | None
             f"'{path}' could not be loaded as a Keras model ({type(err).__name__}: {text.splitlines()[0][:200]}); "
             "check that the file is complete and was saved by Keras"
         ) from err
+
+
+def _is_keras_op(name: str) -> bool:
+    """Whether `name` is the class Keras gives a `keras.ops` call in a functional model (Argmax, Cast, ...)."""
+    from keras.src import ops
+
+    return any(isinstance(getattr(module, name, None), type) for module in (ops.numpy, ops.core, ops.math, ops.nn))
 
 
 def _framework() -> str:
@@ -160,7 +172,7 @@ def _keras_source(model: Any, label: str, input_specs: tuple[TensorInfo, ...]) -
                 packed = args[0] if len(args) == 1 else list(args)
             return _named_outputs(model, model(packed, training=False))
     else:
-        infos, skipped = _subclassed_inputs(model, given)
+        infos, skipped, keyed = _subclassed_inputs(model, given)
         kind = f"subclassed {type(model).__name__}"
         notes += [
             f"optional call argument '{name}' is not an input of the export (it keeps its default); "
@@ -169,7 +181,10 @@ def _keras_source(model: Any, label: str, input_specs: tuple[TensorInfo, ...]) -
         names = [info.name for info in infos]
 
         def call(*args):
-            return _named_outputs(model, model(**dict(zip(names, args)), training=False))
+            kwargs = dict(zip(names, args))
+            if keyed:  # the first argument is a dict of named tensors, as Keras recorded it
+                kwargs = {keyed[0]: {k: kwargs.pop(k) for k in keyed[1]}, **kwargs}
+            return _named_outputs(model, model(**kwargs, training=False))
 
     unknown = set(given) - {info.name for info in infos}
     if unknown:
@@ -186,8 +201,10 @@ def _is_functional(model: Any) -> bool:
     return isinstance(model, Functional) or getattr(model, "_functional", None) is not None
 
 
-def _subclassed_inputs(model: Any, given: dict[str, TensorInfo]) -> tuple[list[TensorInfo], list[str]]:
-    """Inputs of a subclassed model: its call arguments; shapes from Keras's build record or from --input."""
+def _subclassed_inputs(model: Any, given: dict[str, TensorInfo]) -> tuple[list[TensorInfo], list[str], tuple]:
+    """Inputs of a subclassed model: its call arguments; shapes from Keras's build record or from --input.
+    A first argument Keras recorded as a dict of shapes gives one input per key; `keyed` is then
+    (the argument's name, its keys), else ()."""
     import keras
 
     params = [
@@ -195,10 +212,14 @@ def _subclassed_inputs(model: Any, given: dict[str, TensorInfo]) -> tuple[list[T
         if p.name not in _NOT_INPUTS and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     recorded = list((getattr(model, "_build_shapes_dict", None) or {}).values())
-    infos, skipped = [], []
+    infos, skipped, keyed = [], [], ()
     for index, param in enumerate(params):
         if param.name in given:
             infos.append(given[param.name])
+        elif index == 0 and recorded and isinstance(recorded[0], dict):
+            shapes = {str(k): v for k, v in recorded[0].items() if isinstance(v, (tuple, list))}
+            infos += [given.get(k) or TensorInfo(k, str(model.input_dtype), (None, *v[1:])) for k, v in shapes.items()]
+            keyed = (param.name, tuple(shapes))
         elif index == 0 and recorded and isinstance(recorded[0], (tuple, list)):
             # Keras records the first argument's shape only; an Embedding first means token ids.
             first = next(iter(model._flatten_layers(include_self=False, recursive=False)), None)
@@ -211,14 +232,18 @@ def _subclassed_inputs(model: Any, given: dict[str, TensorInfo]) -> tuple[list[T
                 f"model {model.name} takes '{param.name}' but Keras recorded no shape for it; "
                 f"give --input '{param.name}:DTYPE[N,...]' (input_specs=...)"
             )
-    return infos, skipped
+    return infos, skipped, keyed
 
 
 def _named_outputs(model: Any, out: Any) -> dict:
     import keras
 
-    if isinstance(out, dict):
-        return dict(out)
+    if isinstance(out, dict):  # a nested value's tensors are named by their path: {"pair": (a, b)} -> pair_0, pair_1
+        named = {}
+        for key, value in out.items():
+            nested = keras.tree.flatten_with_path(value) if isinstance(value, (dict, list, tuple)) else [((), value)]
+            named.update({"_".join(map(str, (key, *path))): tensor for path, tensor in nested})
+        return named
     flat = keras.tree.flatten(out)
     names = getattr(model, "output_names", None)
     functional = getattr(model, "_functional", None)

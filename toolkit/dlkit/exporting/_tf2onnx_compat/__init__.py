@@ -31,6 +31,8 @@
    in ONNX copies an axis of the Reshape's input and so, after the merge, of `x` (its own `ReshapeOptimizer` writes
    such `0`s). KerasHub's MiT / SegFormer attention with one head became a graph onnxruntime refused ("cannot
    broadcast on dim 0"). Such pairs stay apart (`reshapes`); delete it when tf2onnx checks for the `0`s.
+8. Keras 3's `keras.ops.argmax` / `argmin` on floats read the sign bit through `tf.bitcast`, which tf2onnx cannot
+   convert; while tracing, `signbit` is made of comparisons (`signbit`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 
 from dlkit.exporting._tf2onnx_compat import spectral
 from dlkit.exporting._tf2onnx_compat.reshapes import safe_reshape_merging
+from dlkit.exporting._tf2onnx_compat.signbit import bitcast_free_signbit
 from dlkit.exporting._tf2onnx_compat.recurrent import (PLACEHOLDERS, RecurrentReport, recurrent_layers,
                                                        RecurrentPlan, unused_rnn_outputs, native_recurrent_layers,
                                                        recurrent_handler)
@@ -76,6 +79,7 @@ def convert(
                 report.generic[layer.name] = "native recurrent export turned off"
         stack.enter_context(plain_grouped_convolutions())
         stack.enter_context(safe_reshape_merging())
+        stack.enter_context(bitcast_free_signbit())
         stack.enter_context(collected_tf2onnx_passes())  # its garbage copies of the weights, freed
         traced = tf.function(fn, input_signature=specs, autograph=False)
         handler = recurrent_handler(plans)
