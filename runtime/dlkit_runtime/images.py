@@ -11,6 +11,7 @@ can try a model on the PNG files dlkit's examples use, and any other format name
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -29,11 +30,11 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (gray, RGB, gray+alpha, RGBA)
 
 
-def read_png(path: str | os.PathLike) -> np.ndarray:
+def read_png(path: str | os.PathLike | bytes) -> np.ndarray:
     """Decodes an 8-bit, non-interlaced PNG.
 
     Args:
-        path: the `.png` file.
+        path: the `.png` file, or its bytes (a picture received over the network).
 
     Returns:
         uint8 pixels, (H, W) for grayscale, (H, W, C) otherwise (C is 2, 3 or 4).
@@ -41,8 +42,8 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     Raises:
         InvalidInputError: not a PNG, or a kind this decoder does not read (palette, 16-bit, interlaced).
     """
-    path = Path(path)
-    data = path.read_bytes()
+    path, data = _named(path)
+    data = data if data is not None else path.read_bytes()
     if not data.startswith(_SIGNATURE):
         raise InvalidInputError(f"'{path}' is not a PNG file; give a .png, .npy or .npz file")
     pos, header, idat = len(_SIGNATURE), None, []
@@ -101,14 +102,14 @@ def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Mapping[str, Any] | None = None,
+def decode(path: str | os.PathLike | bytes, info: TensorInfo | None = None, metadata: Mapping[str, Any] | None = None,
            *, dct_method: str = "INTEGER_FAST") -> np.ndarray:
     """An image file's pixels, uint8 (H, W) or (H, W, C), resized to `info`'s fixed height and width (Pillow).
 
     16-bit PNG and TIFF keep their top 8 bits; palette, CMYK and other modes become RGB (grayscale stays gray).
 
     Args:
-        path: the image file.
+        path: the image file, or its bytes (a picture received over the network: the server's).
         info, metadata: the model input it is for, and the model's dlkit metadata (layout): the size to resize to.
         dct_method: how a JPEG is decoded, as `tf.io.decode_jpeg` names it. "INTEGER_FAST": TensorFlow's default
             (what `keras.utils.image_dataset_from_directory` trains on), the same values as TensorFlow for the
@@ -119,23 +120,23 @@ def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Ma
         InvalidInputError: a missing, damaged or unreadable image, an unknown dct_method. MissingDependencyError:
             not a PNG and Pillow is not installed.
     """
-    path = Path(path)
+    path, data = _named(path)
     if dct_method not in jpeg.DCT_METHODS:
         raise InvalidInputError(f"dct_method {dct_method!r} is not one of {', '.join(jpeg.DCT_METHODS)}; give "
                                 "INTEGER_FAST (TensorFlow's decoding) or INTEGER_ACCURATE (Pillow's)")
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
-        if path.suffix.lower() != ".png":
+        if (data[:8] != _SIGNATURE) if data is not None else path.suffix.lower() != ".png":
             raise MissingDependencyError(f"reading '{path.name}' needs Pillow, which is not installed (dlkit_runtime "
                                          "alone reads 8-bit PNG); install it with: pip install pillow") from None
-        return read_png(path)
+        return read_png(path if data is None else data)
     size = None
     if info is not None and len(info.shape) in (3, 4):
         _, height, width, _ = geometry(info, metadata or {})
         size = (width, height) if isinstance(height, int) and isinstance(width, int) else None
     try:
-        with Image.open(path) as opened:
+        with Image.open(path if data is None else io.BytesIO(data)) as opened:
             fast = jpeg.decode_fast(opened) if dct_method == "INTEGER_FAST" else None
             image = ImageOps.exif_transpose(opened) if fast is None else _upright(Image.fromarray(fast), opened)
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):  # 16-bit or 32-bit integer gray
@@ -152,6 +153,13 @@ def decode(path: str | os.PathLike, info: TensorInfo | None = None, metadata: Ma
         raise InvalidInputError(f"Pillow cannot read '{path}' ({type(err).__name__}: {str(err)[:120]}); give a "
                                 "JPEG, PNG, BMP, GIF, WebP or TIFF image") from err
     return pixels
+
+
+def _named(source: str | os.PathLike | bytes) -> tuple[Path, bytes | None]:
+    """A picture as (the path its messages name, its bytes when it came as bytes, else None)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return Path("picture"), bytes(source)
+    return Path(source), None
 
 
 def _upright(image: Any, opened: Any) -> Any:
@@ -180,8 +188,6 @@ def geometry(info: TensorInfo, metadata: Mapping[str, Any]) -> tuple[str, Any, A
     raise InvalidInputError(f"input '{info.name}' {info.dtype} {info.shape_text()} does not take an image; give "
                             "a .npy or .npz file")
 
-
-_geometry = geometry  # its earlier, private name
 
 
 def image_input(image: np.ndarray, info: TensorInfo, metadata: Mapping[str, Any]) -> np.ndarray:

@@ -139,3 +139,23 @@ def test_without_pillow_png_still_reads_and_jpeg_names_the_package(cnn_onnx, mni
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == "(1, 28, 28, 1)"
     assert out[1].startswith("3 reading 'd.jpg' needs Pillow") and "pip install pillow" in out[1]
+
+
+
+def test_a_picture_as_bytes_decodes_as_its_file(tmp_path):
+    """The server decodes a picture from the bytes it received, with no temporary file: the same pixels as the file,
+    for a JPEG of the photo set (TensorFlow's decoding) and an 8-bit PNG (Pillow's, and dlkit's own reader); bytes
+    that are no picture are a one-line error."""
+    from pathlib import Path
+
+    from dlkit_runtime.images import decode
+
+    photo = sorted((Path(__file__).resolve().parents[2] / "sample_models/data/photos/test/bird").glob("*.jpg"))[0]
+    info = TensorInfo("image", "float32", ("N", 96, 96, 3))
+    np.testing.assert_array_equal(decode(photo.read_bytes(), info), decode(photo, info))
+    pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    png = write_png(tmp_path / "x.png", pixels)
+    np.testing.assert_array_equal(decode(png.read_bytes()), pixels)
+    np.testing.assert_array_equal(read_png(png.read_bytes()), pixels)
+    with pytest.raises(InvalidInputError, match="Pillow cannot read 'picture'"):
+        decode(b"not a picture")

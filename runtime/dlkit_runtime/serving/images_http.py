@@ -17,15 +17,13 @@ import binascii
 import io
 import math
 import struct
-import tempfile
-from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import parse_qs
 
 import numpy as np
 
 from dlkit_runtime.errors import InvalidInputError, MissingDependencyError
-from dlkit_runtime.images import _geometry, decode, image_input
+from dlkit_runtime.images import decode, geometry, image_input
 from dlkit_runtime.serving.protocol import Request, RequestError
 from dlkit_runtime.tensors import TensorInfo
 
@@ -121,7 +119,7 @@ def image_feeds(feeds: dict[str, np.ndarray], inputs: Sequence[TensorInfo], meta
             continue
         info = infos[name]
         try:
-            _geometry(info, metadata)
+            geometry(info, metadata)
         except InvalidInputError:
             raise RequestError(400, f"input '{name}' takes {info.dtype} {info.shape_text()}, not images; send its "
                                     "values as numbers") from None
@@ -171,7 +169,7 @@ def _checked_size(data: bytes, name: str, index: int) -> tuple[str, int, int]:
 def _decode(data: bytes, kind: str, info: TensorInfo, metadata: dict, max_pixels: int, name: str,
             index: int) -> np.ndarray:
     """A picture's pixels for `info`, decoded by `dlkit_runtime.images.decode` as `dlkit run photo.jpg` decodes a
-    file (the same values: turned upright, resized, JPEG as TensorFlow decodes it), from a temporary file."""
+    file (the same values: turned upright, resized, JPEG as TensorFlow decodes it), from the bytes themselves."""
     try:
         from PIL import Image
     except ImportError:
@@ -187,19 +185,14 @@ def _decode(data: bytes, kind: str, info: TensorInfo, metadata: dict, max_pixels
         if width * height > max_pixels:
             raise RequestError(413, f"input '{name}': picture {index} is {width}x{height}, over the server's limit "
                                     f"of {max_pixels / 1e6:g} megapixels; send a smaller picture")
-    with tempfile.NamedTemporaryFile(prefix="dlkit-picture-", suffix=f".{kind.lower()}", delete=False) as scratch:
-        scratch.write(data)
-    path = Path(scratch.name)
     try:
-        return image_input(decode(path, info, metadata), info, metadata)
+        return image_input(decode(data, info, metadata), info, metadata)
     except MissingDependencyError:
         raise RequestError(415, f"this server reads {kind} pictures with Pillow, which is not installed; install it "
                                 "where the server runs: pip install pillow") from None
     except InvalidInputError as err:
         cause = err.__cause__
         detail = f"{type(cause).__name__}: {str(cause)[:120]}" if cause is not None else str(err).replace(
-            str(path), "the picture")
+            "'picture'", "the picture")
         raise RequestError(400, f"input '{name}': picture {index} cannot be used ({detail}); send a whole JPEG, PNG, "
                                 "WebP, GIF or BMP file") from None
-    finally:
-        path.unlink(missing_ok=True)

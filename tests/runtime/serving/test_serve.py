@@ -25,49 +25,19 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from dlkit_runtime import Model
+from tests.runtime.serving.launch import dlkit_serve, free_port, serving, stop
 
 http = pytest.importorskip("tritonclient.http", reason="the serve tests talk to the server with tritonclient")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port, _stop = free_port, stop
 
 
 @contextmanager
 def _server(*args, env=None):
-    port = _free_port()
-    log = tempfile.TemporaryFile(mode="w+")  # the access log: a pipe nobody reads would fill and block the server
-    proc = subprocess.Popen([sys.executable, "-m", "dlkit", "serve", *map(str, args), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=log, text=True, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"dlkit serve exited {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                urllib.request.urlopen(url + "/v2/health/live", timeout=1).read()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        _stop(proc)
-        log.close()
-
-
-def _stop(proc) -> None:
-    """SIGTERM, and SIGKILL if it does not stop: a failing test must not leave a server behind."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
+    """`dlkit serve ARGS` on a free port (tests.runtime.serving.launch), as (url, process)."""
+    with serving(dlkit_serve(*args), env=env) as served:
+        yield served.url, served.proc
 
 
 def _post(url, body: bytes, headers=None):

@@ -17,57 +17,27 @@ from dlkit_runtime import Model
 from tests.runtime.serving.launch import dlkit_serve, serving
 from tests.runtime.serving.test_serve import _metric_values, _post
 from tests.runtime.serving.text_models import LABELS, shakespeare_lines, text_model
+from tests.speaker_text import MAX_TOKENS, SEQUENCE_LENGTH, check_sentences, keras_logits, train_speaker_model
 
 http = pytest.importorskip("tritonclient.http", reason="the serve tests talk to the server with tritonclient")
 
-SEQUENCE_LENGTH = 12
-MAX_TOKENS = 1200
 # the server runs the exported float32 embedding average and two dense layers that Keras runs: they differ by
 # summation order only (~1e-7); one token id wrong moves a logit by ~1e-2
 ATOL = 1e-4
-
-
-def _speaker_lines() -> list[tuple[str, int]]:
-    """(line, speaker index) for the lines of the four who speak most in the shipped Tiny Shakespeare slice."""
-    from tests.runtime.serving.text_models import TEXT
-
-    pairs = []
-    for block in TEXT.read_text(encoding="utf-8").split("\n\n"):
-        head, _, body = block.strip("\n").partition("\n")
-        if head.endswith(":") and head[:-1] in LABELS:
-            pairs += [(line, LABELS.index(head[:-1])) for line in body.splitlines() if line.strip()]
-    return pairs
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The Keras classifier trained for ~1 s on 80% of the lines and exported; 200 sentences it has not seen (the
     held-out lines and the hard cases: empty, capitals, punctuation, unknown words, longer than the sequence)."""
-    keras = pytest.importorskip("keras")
-    tf = pytest.importorskip("tensorflow")
     import dlkit
 
-    keras.utils.set_random_seed(0)
-    pairs = _speaker_lines()
-    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
-    split = int(len(pairs) * 0.8)
-    lines, labels = [p[0] for p in pairs[:split]], np.array([p[1] for p in pairs[:split]])
-    vectorizer = keras.layers.TextVectorization(max_tokens=MAX_TOKENS, output_sequence_length=SEQUENCE_LENGTH)
-    vectorizer.adapt(tf.constant(lines))
-    text = keras.Input(shape=(1,), dtype="string", name="line")
-    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(MAX_TOKENS, 16)(vectorizer(text)))
-    model = keras.Model(text, keras.layers.Dense(len(LABELS), name="speaker")(keras.layers.Dense(16, "relu")(x)))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(tf.constant(lines)[:, None], labels, batch_size=32, epochs=3, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]  # it learned something about who speaks
+    model, held_out = train_speaker_model()
     path = tmp_path_factory.mktemp("text_http") / "speaker.onnx"
     dlkit.export(model, path, labels=LABELS)
-    held_out = [p[0] for p in pairs[split:]]
-    hard = ["", "   ", held_out[0].upper(), " ".join(held_out[1:7]), "Zounds, quoth the xylophonist: FLIBBERTIGIBBET!",
-            "¿Qué? Été — naïve «MENENIUS» 🙂", "what,\tsay\nyou\u00a0now?", "!!! ... ---", "I' the CAPITOL, sir."]
-    sentences = hard + held_out[7:7 + 200 - len(hard)]
+    sentences = check_sentences(held_out)
     assert len(sentences) == 200
-    want = np.asarray(model(tf.constant(sentences)[:, None], training=False))
+    want = keras_logits(model, sentences)
     return path, sentences, want
 
 

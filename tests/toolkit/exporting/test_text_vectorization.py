@@ -12,53 +12,22 @@ import pytest
 from click.testing import CliRunner
 
 from dlkit.cli import cli
+from tests.speaker_text import (MAX_TOKENS, SEQUENCE_LENGTH, SPEAKERS, check_sentences, keras_logits, speaker_lines,
+                                train_speaker_model)
 
-SPEAKERS = ["MENENIUS", "CORIOLANUS", "SICINIUS", "BRUTUS"]  # the four who speak most in the shipped slice
-SEQUENCE_LENGTH = 12
-MAX_TOKENS = 1200  # below the slice's vocabulary: rarer words are out of vocabulary, as in real use
 # Keras and onnxruntime run the same float32 embedding average and two dense layers: they differ by summation order
 # only (~1e-7 here); a wrong token id moves a logit by ~1e-2. The export's own gate is atol 1e-4 + rtol 1e-4.
 ATOL = 1e-4
 
 
-def _speaker_lines() -> list[tuple[str, int]]:
-    """(line, speaker index) of the shipped Tiny Shakespeare slice (sample_models/data: no ../shared needed)."""
-    from sample_models import datasets
-
-    pairs = []
-    for block in datasets.load_text(shipped_only=True).split("\n\n"):
-        head, _, body = block.strip("\n").partition("\n")
-        if head.endswith(":") and head[:-1] in SPEAKERS:
-            pairs += [(line, SPEAKERS.index(head[:-1])) for line in body.splitlines() if line.strip()]
-    return pairs
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The classifier, trained briefly on 80% of the lines (shuffled) and saved; the other lines; the folder."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(0)
-    pairs = _speaker_lines()
-    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
-    split = int(len(pairs) * 0.8)
-    lines, labels = [p[0] for p in pairs[:split]], np.array([p[1] for p in pairs[:split]])
-    vectorizer = keras.layers.TextVectorization(max_tokens=MAX_TOKENS, output_sequence_length=SEQUENCE_LENGTH)
-    vectorizer.adapt(tf.constant(lines))
-    text = keras.Input(shape=(1,), dtype="string", name="line")
-    x = keras.layers.Embedding(MAX_TOKENS, 16)(vectorizer(text))
-    x = keras.layers.GlobalAveragePooling1D()(x)
-    x = keras.layers.Dense(16, activation="relu")(x)
-    model = keras.Model(text, keras.layers.Dense(len(SPEAKERS), name="speaker")(x))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    data = tf.data.Dataset.from_tensor_slices((tf.constant(lines)[:, None], labels)).shuffle(2048, seed=0).batch(32)
-    history = model.fit(data, epochs=8, verbose=0, shuffle=False)  # shuffled by the dataset
-    assert history.history["loss"][-1] < history.history["loss"][0]  # it learned something about who speaks
+    """The classifier (tests/speaker_text.py) saved with its labels; the held-out lines; the folder."""
+    model, held_out = train_speaker_model()
     folder = tmp_path_factory.mktemp("text")
     model.save(folder / "speaker.keras")
     (folder / "speakers.txt").write_text("\n".join(SPEAKERS) + "\n")
-    return model, [p[0] for p in pairs[split:]], folder
+    return model, held_out, folder
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +39,6 @@ def exported(trained):
                                       str(folder / "speakers.txt"), "--json"])
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
-
-
-def _check_sentences(held_out: list[str]) -> list[str]:
-    """200 real sentences: held-out lines, and the cases a vectorizer gets wrong first."""
-    hard = ["", "   ", held_out[0].upper(), " ".join(held_out[1:7]), " ".join(held_out[-8:]),
-            "Zounds, quoth the xylophonist: FLIBBERTIGIBBET!",
-            "¿Qué? Été — naïve «MENENIUS»", "what,\tsay\nyou\u00a0now?", "!!! ... ---", "I' the CAPITOL, sir."]
-    return hard + held_out[7:7 + 200 - len(hard)]
-
-
-def _keras(model, sentences: list[str]) -> np.ndarray:
-    import tensorflow as tf
-
-    return np.asarray(model(tf.constant(sentences)[:, None], training=False))
 
 
 def test_export_takes_token_ids_and_keeps_the_vectorizer(trained, exported):
@@ -114,7 +69,7 @@ def test_logits_from_strings_match_keras(trained, exported):
     from dlkit_runtime import Model
 
     model, held_out, _ = trained
-    sentences = _check_sentences(held_out)
+    sentences = check_sentences(held_out)
     onnx_model = Model(exported[0])
     ids = onnx_model.vectorizer(sentences)
     keras_ids = np.asarray(model.layers[1](tf.constant(sentences)[:, None]))
@@ -125,7 +80,7 @@ def test_logits_from_strings_match_keras(trained, exported):
     assert sum(len(t) > SEQUENCE_LENGTH for t in tokens) >= 2
     assert sum(any(c in string.punctuation for c in s) for s in sentences) >= 100
     assert sum(any(c.isupper() for c in s) for s in sentences) >= 150
-    got, want = onnx_model.predict(sentences)["speaker"], _keras(model, sentences)
+    got, want = onnx_model.predict(sentences)["speaker"], keras_logits(model, sentences)
     assert got.shape == want.shape == (200, len(SPEAKERS))
     assert float(np.abs(got - want).max()) <= ATOL
     assert (got.argmax(1) == want.argmax(1)).all()
@@ -138,14 +93,14 @@ def test_dlkit_run_prints_keras_class(trained, exported, tmp_path):
     result = CliRunner().invoke(cli, ["run", str(exported[0]), "--input", sentence, "--top-k", "1", "--json"])
     assert result.exit_code == 0, result.output
     best = json.loads(result.stdout)["top_k"][0][0]
-    want = int(_keras(model, [sentence]).argmax())
+    want = int(keras_logits(model, [sentence]).argmax())
     assert best["index"] == want and best["label"] == SPEAKERS[want] and "logit" in best
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(held_out[20:25]) + "\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["run", str(exported[0]), "--input", str(lines), "--top-k", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert [row[0]["index"] for row in json.loads(result.stdout)["top_k"]] == \
-        _keras(model, held_out[20:25]).argmax(1).tolist()
+        keras_logits(model, held_out[20:25]).argmax(1).tolist()
     table = CliRunner().invoke(cli, ["run", str(exported[0]), "--input", sentence, "--top-k", "1"])
     assert table.exit_code == 0 and f"{SPEAKERS[want]} (logit" in table.stdout
 
@@ -155,7 +110,7 @@ def _small_text_model(shape=(1,), body="embedding", **settings):
     import tensorflow as tf
 
     keras.utils.set_random_seed(1)
-    lines = [p[0] for p in _speaker_lines()[:300]]
+    lines = [p[0] for p in speaker_lines()[:300]]
     vectorizer = keras.layers.TextVectorization(max_tokens=300, **settings)
     vectorizer.adapt(tf.constant(lines))
     text = keras.Input(shape=shape, dtype="string", name="line")
